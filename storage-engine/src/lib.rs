@@ -1,0 +1,1 @@
+//! berth-storage: the log-structured segment store under berth.
