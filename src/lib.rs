@@ -2,3 +2,10 @@
 //!
 //! The library holds the server's modules so that integration tests and
 //! the `berth` binary share them.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod oci;

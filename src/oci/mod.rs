@@ -1,0 +1,1 @@
+//! OCI distribution API types and rules (being written).
