@@ -1,0 +1,486 @@
+//! Command line and the order of a run.
+//!
+//! For every workload: prepare it on each target in turn, then measure
+//! `--repeat` times, alternating the targets (A B A B ...), so slow drifts
+//! of the machine (page cache, thermal, other load) hit every target alike.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::auth::Auth;
+use crate::client::{ClientConfig, Registry};
+use crate::payload::Content;
+use crate::report::{self, Machine, Row};
+use crate::runner::{measure, Ledger, Plan};
+use crate::stats::Sample;
+use crate::svg;
+use crate::target::TargetSpec;
+use crate::units::{parse_duration, parse_size};
+use crate::workload::{prepare, Defaults, RunContext, Workload};
+
+/// Load generator for OCI registries.
+#[derive(Parser, Debug)]
+#[command(name = "berth-bench", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure workloads on one or more registries.
+    Run(RunArgs),
+}
+
+/// Arguments of `berth-bench run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Registry to measure: URL, NAME=URL, and settings
+    /// `,user=U,password=P|password-env=VAR,token=T|token-env=VAR,insecure`.
+    /// Repeat for a side-by-side comparison; ratios are to the first.
+    #[arg(long = "target", required = true)]
+    pub targets: Vec<String>,
+
+    /// Workload `kind[:key=value,...]`; kinds: push, pull, manifest,
+    /// image, image-pull, mixed. Keys: size, conc, repos, objects, count,
+    /// duration, mode (monolithic|single|chunked|stream), chunk, range,
+    /// op (get-digest|head-digest|get-tag|head-tag|tags|catalog|all),
+    /// layers, shared, read. Repeat for several.
+    #[arg(long = "workload", default_value = "push")]
+    pub workloads: Vec<String>,
+
+    /// Default blob or layer size (e.g. 1MiB, 64MiB).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub blob_size: u64,
+
+    /// Default operations in flight (connections in use).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Default number of repositories each workload spreads over.
+    #[arg(long, default_value_t = 16)]
+    pub repos: usize,
+
+    /// Measure this many operations instead of a duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+
+    /// Length of each measurement.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Unrecorded run before each measurement.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Measurements per workload and target; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+
+    /// Client worker threads (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Seed of the run's random content (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Accept any TLS certificate on every target.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Limit for one request.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Stop a measurement after this many failed operations.
+    #[arg(long, default_value_t = 100)]
+    pub max_errors: u64,
+
+    /// Write all results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Draw throughput and latency per target as SVG.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+
+    /// Write the table as Markdown.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+
+    /// Write every blob and manifest the run stored, as JSON, for checking.
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
+
+    /// Never draw the progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: some operation failed.
+pub const EXIT_ERRORS: u8 = 1;
+/// Exit status: bad arguments or output files.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Most repetitions.
+const MAX_REPEAT: usize = 1_000;
+/// Most client threads.
+const MAX_THREADS: usize = 1_024;
+
+/// The JSON document `--json` writes.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    tool: &'static str,
+    version: &'static str,
+    started_unix_secs: u64,
+    seed: u64,
+    machine: Machine,
+    command_line: Vec<String>,
+    targets: Vec<JsonTarget>,
+    workloads: &'a [Workload],
+    warmup_secs: f64,
+    repeat: usize,
+    client_threads: usize,
+    unreachable_targets: &'a BTreeMap<String, String>,
+    error_count: u64,
+    results: &'a [Row],
+}
+
+#[derive(Serialize)]
+struct JsonTarget {
+    name: String,
+    url: String,
+    authenticated: bool,
+}
+
+/// Runs `berth-bench run`; returns the exit status.
+pub fn run(args: RunArgs) -> u8 {
+    match Setup::new(&args) {
+        Ok(setup) => setup.execute(&args),
+        Err(message) => {
+            eprintln!("berth-bench: {message}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Everything resolved from the arguments before any request is sent.
+struct Setup {
+    specs: Vec<TargetSpec>,
+    workloads: Vec<Workload>,
+    threads: usize,
+    seed: u64,
+}
+
+impl Setup {
+    fn new(args: &RunArgs) -> Result<Setup, String> {
+        let specs = args
+            .targets
+            .iter()
+            .map(|t| TargetSpec::parse(t, |var| std::env::var(var).ok()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != specs.len() {
+            return Err("two targets share a name; name them NAME=URL".into());
+        }
+
+        let defaults = Defaults {
+            blob_bytes: args.blob_size,
+            concurrency: args.concurrency,
+            repos: args.repos,
+            count: args.count,
+            duration: args.duration,
+        };
+        let workloads = args
+            .workloads
+            .iter()
+            .map(|w| Workload::parse(w, &defaults))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if args.repeat == 0 || args.repeat > MAX_REPEAT {
+            return Err(format!("--repeat must be 1 to {MAX_REPEAT}"));
+        }
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if threads == 0 || threads > MAX_THREADS {
+            return Err(format!("--threads must be 1 to {MAX_THREADS}"));
+        }
+
+        let seed = args.seed.unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ u64::from(std::process::id()).rotate_left(32)
+        });
+
+        Ok(Setup {
+            specs,
+            workloads,
+            threads,
+            seed,
+        })
+    }
+
+    fn execute(self, args: &RunArgs) -> u8 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads)
+            .enable_all()
+            .build();
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("berth-bench: cannot start the async runtime: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        runtime.block_on(self.run_all(args))
+    }
+
+    async fn run_all(self, args: &RunArgs) -> u8 {
+        let started_unix_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let progress = !args.no_progress && std::io::stderr().is_terminal();
+
+        // Hash every blob size once, before anything is timed.
+        let sizes: Vec<u64> = self.workloads.iter().flat_map(|w| w.sizes()).collect();
+        let content = Arc::new(Content::new(self.seed, &sizes));
+        let run = Arc::new(RunContext {
+            prefix: format!("bench-{:08x}", self.seed as u32),
+            content,
+            next_tag: AtomicU64::new(0),
+        });
+
+        let max_conc = self
+            .workloads
+            .iter()
+            .map(|w| w.concurrency)
+            .max()
+            .unwrap_or(1);
+        let client_config = ClientConfig {
+            insecure: false,
+            max_idle_connections: max_conc.max(16),
+            request_timeout: args.timeout,
+            connect_timeout: Duration::from_secs(10),
+        };
+
+        let mut registries = Vec::new();
+        for spec in &self.specs {
+            let auth = Auth::new(spec.user.clone(), spec.password.clone(), spec.token.clone());
+            let config = ClientConfig {
+                insecure: args.insecure || spec.insecure,
+                ..client_config.clone()
+            };
+            match Registry::new(spec.name.clone(), spec.url.clone(), auth, &config) {
+                Ok(registry) => registries.push(Arc::new(registry)),
+                Err(e) => {
+                    eprintln!(
+                        "berth-bench: target {}: cannot build client: {e}",
+                        spec.name
+                    );
+                    return EXIT_USAGE;
+                }
+            }
+        }
+
+        // A target that does not answer /v2/ is reported, not measured.
+        let mut unreachable = BTreeMap::new();
+        for registry in &registries {
+            if let Err(failure) = registry.ping().await {
+                unreachable.insert(registry.name.clone(), failure.detail.clone());
+            }
+        }
+
+        let ledger = args.ledger.as_ref().map(|_| Arc::new(Ledger::default()));
+        let mut rows: Vec<Row> = Vec::new();
+        for (index, workload) in self.workloads.iter().enumerate() {
+            let workload = Arc::new(workload.clone());
+            let mut prepared = Vec::new();
+            let mut setup_errors = Vec::new();
+            for registry in &registries {
+                if let Some(why) = unreachable.get(&registry.name) {
+                    prepared.push(None);
+                    setup_errors.push(Some(format!("unreachable: {why}")));
+                    continue;
+                }
+                if progress {
+                    eprint!(
+                        "\r\x1b[2K{} on {}: preparing",
+                        workload.label, registry.name
+                    );
+                }
+                let parallel = workload.concurrency.min(16);
+                match prepare(registry.clone(), run.clone(), &workload, index, parallel).await {
+                    Ok((ready, stored)) => {
+                        if let Some(ledger) = &ledger {
+                            ledger.add(&registry.name, "setup", &stored);
+                        }
+                        prepared.push(Some(Arc::new(ready)));
+                        setup_errors.push(None);
+                    }
+                    Err(failure) => {
+                        prepared.push(None);
+                        setup_errors.push(Some(failure.detail));
+                    }
+                }
+            }
+
+            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); registries.len()];
+            for repetition in 0..args.repeat {
+                for (t, registry) in registries.iter().enumerate() {
+                    let Some(ready) = &prepared[t] else { continue };
+                    let plan = Plan {
+                        warmup: args.warmup,
+                        max_errors: args.max_errors.max(1),
+                        progress,
+                        title: format!(
+                            "{} on {} ({}/{})",
+                            workload.label,
+                            registry.name,
+                            repetition + 1,
+                            args.repeat
+                        ),
+                        seed: self.seed ^ (repetition as u64) << 40 ^ (t as u64) << 48,
+                    };
+                    let sample = measure(
+                        registry.clone(),
+                        run.clone(),
+                        workload.clone(),
+                        ready.clone(),
+                        &plan,
+                        ledger.clone(),
+                    )
+                    .await;
+                    samples[t].push(sample);
+                }
+            }
+
+            for (t, registry) in registries.iter().enumerate() {
+                let mut these = std::mem::take(&mut samples[t]);
+                let setup_error = setup_errors[t].take();
+                if let Some(why) = &setup_error {
+                    these.push(Sample::failed("setup", why));
+                }
+                rows.push(Row::new(
+                    &workload,
+                    index,
+                    &registry.name,
+                    these,
+                    setup_error,
+                ));
+            }
+        }
+        if progress {
+            eprint!("\r\x1b[2K");
+        }
+
+        let first = registries
+            .first()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        report::fill_ratios(&mut rows, &first);
+
+        // Errors go at the very top, so a failed run is never read as fast.
+        let banner = report::error_banner(&rows, &unreachable);
+        let mut status = EXIT_OK;
+        if let Some(banner) = &banner {
+            print!("{banner}");
+            status = EXIT_ERRORS;
+        }
+        println!(
+            "berth-bench {}: seed {:#x}, {} client threads, warm-up {:.1}s",
+            env!("CARGO_PKG_VERSION"),
+            self.seed,
+            self.threads,
+            args.warmup.as_secs_f64()
+        );
+        print!("{}", report::text_table(&rows, args.repeat));
+
+        let error_count: u64 = rows.iter().map(Row::error_count).sum();
+        if let Some(path) = &args.json {
+            let doc = JsonReport {
+                tool: "berth-bench",
+                version: env!("CARGO_PKG_VERSION"),
+                started_unix_secs,
+                seed: self.seed,
+                machine: Machine::probe(),
+                command_line: std::env::args().collect(),
+                targets: self
+                    .specs
+                    .iter()
+                    .map(|s| JsonTarget {
+                        name: s.name.clone(),
+                        url: s.url.to_string(),
+                        authenticated: s.user.is_some() || s.token.is_some(),
+                    })
+                    .collect(),
+                workloads: &self.workloads,
+                warmup_secs: args.warmup.as_secs_f64(),
+                repeat: args.repeat,
+                client_threads: self.threads,
+                unreachable_targets: &unreachable,
+                error_count,
+                results: &rows,
+            };
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            status = status.max(write_file(path, &text));
+        }
+        if let Some(path) = &args.svg {
+            let names: Vec<String> = registries.iter().map(|r| r.name.clone()).collect();
+            let title = format!(
+                "berth-bench: medians of {} runs, {} client threads",
+                args.repeat, self.threads
+            );
+            status = status.max(write_file(path, &svg::chart(&rows, &names, &title)));
+        }
+        if let Some(path) = &args.markdown {
+            status = status.max(write_file(path, &report::markdown_table(&rows)));
+        }
+        if let (Some(path), Some(ledger)) = (&args.ledger, &ledger) {
+            let entries: Vec<serde_json::Value> = ledger
+                .entries()
+                .into_iter()
+                .map(|(target, phase, stored)| {
+                    serde_json::json!({
+                        "target": target,
+                        "phase": phase,
+                        "kind": stored.kind,
+                        "repository": stored.repository,
+                        "digest": stored.digest,
+                        "size": stored.size,
+                        "tag": stored.tag,
+                    })
+                })
+                .collect();
+            let text = serde_json::to_string_pretty(&entries).unwrap_or_default();
+            status = status.max(write_file(path, &text));
+        }
+
+        status
+    }
+}
+
+fn write_file(path: &PathBuf, text: &str) -> u8 {
+    match std::fs::write(path, text) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("berth-bench: cannot write {}: {e}", path.display());
+            EXIT_USAGE
+        }
+    }
+}
