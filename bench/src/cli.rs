@@ -302,7 +302,7 @@ impl Setup {
         let mut unreachable = BTreeMap::new();
         for registry in &registries {
             if let Err(failure) = registry.ping().await {
-                unreachable.insert(registry.name.clone(), failure.detail.clone());
+                unreachable.insert(registry.name.clone(), failure);
             }
         }
 
@@ -313,9 +313,9 @@ impl Setup {
             let mut prepared = Vec::new();
             let mut setup_errors = Vec::new();
             for registry in &registries {
-                if let Some(why) = unreachable.get(&registry.name) {
+                if let Some(failure) = unreachable.get(&registry.name) {
                     prepared.push(None);
-                    setup_errors.push(Some(format!("unreachable: {why}")));
+                    setup_errors.push(Some(failure.clone()));
                     continue;
                 }
                 if progress {
@@ -335,7 +335,7 @@ impl Setup {
                     }
                     Err(failure) => {
                         prepared.push(None);
-                        setup_errors.push(Some(failure.detail));
+                        setup_errors.push(Some(failure));
                     }
                 }
             }
@@ -373,9 +373,10 @@ impl Setup {
             for (t, registry) in registries.iter().enumerate() {
                 let mut these = std::mem::take(&mut samples[t]);
                 let setup_error = setup_errors[t].take();
-                if let Some(why) = &setup_error {
-                    these.push(Sample::failed("setup", why));
+                if let Some(failure) = &setup_error {
+                    these.push(Sample::failed(&failure.key, &failure.detail));
                 }
+                let setup_error = setup_error.map(|f| f.detail);
                 rows.push(Row::new(
                     &workload,
                     index,
@@ -396,6 +397,10 @@ impl Setup {
         report::fill_ratios(&mut rows, &first);
 
         // Errors go at the very top, so a failed run is never read as fast.
+        let unreachable: BTreeMap<String, String> = unreachable
+            .into_iter()
+            .map(|(name, f)| (name, format!("{}: {}", f.key, f.detail)))
+            .collect();
         let banner = report::error_banner(&rows, &unreachable);
         let mut status = EXIT_OK;
         if let Some(banner) = &banner {

@@ -178,13 +178,6 @@ pub fn error_banner(rows: &[Row], ping_errors: &BTreeMap<String, String>) -> Opt
         let _ = writeln!(out, "!! target {target} unreachable: {why}");
     }
     for row in rows {
-        if let Some(why) = &row.setup_error {
-            let _ = writeln!(
-                out,
-                "!! {} on {}: setup failed: {why}",
-                row.workload, row.target
-            );
-        }
         for sample in &row.samples {
             for (key, detail) in &sample.error_examples {
                 let _ = writeln!(
