@@ -1,1 +1,691 @@
+//! Raw-socket tests of the HTTP driver: a real server on a glommio
+//! executor, literal request bytes from `std::net::TcpStream`, and
+//! checks on the status lines, headers and bodies that come back.
 
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use glommio::LocalExecutorBuilder;
+
+use super::*;
+
+/// Bytes of each piece the test handler streams.
+const STREAM_PIECE_BYTES: usize = 64 * 1024;
+
+/// Limits small enough that every test stays fast.
+fn test_limits() -> Limits {
+    Limits {
+        max_header_bytes: 4096,
+        max_headers: 16,
+        max_uri_bytes: 512,
+        header_read_timeout: Duration::from_millis(300),
+        body_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_secs(2),
+        max_connections: 64,
+        max_drain_bytes: 64 * 1024,
+    }
+}
+
+/// What the test handler shares with the test thread.
+#[derive(Default)]
+struct Probe {
+    /// Bytes the `/stream` handler has produced so far.
+    streamed: AtomicU64,
+}
+
+/// Routes by path:
+/// - `/hello`: 200 `hello`;
+/// - `/len`: reads the body piece by piece, answers `len=N`;
+/// - `/echo`: reads the body whole (at most 4 KiB) and returns it;
+/// - `/noread`: answers without touching the body;
+/// - `/need-length`: 411 unless the body is framed;
+/// - `/stream?N`: streams N bytes (byte i is `i % 251`);
+/// - `/close`: answers with `Connection: close`.
+struct TestHandler {
+    probe: Arc<Probe>,
+}
+
+impl Handler for TestHandler {
+    async fn handle(&self, req: &Request, body: &mut Body<'_>) -> Response {
+        match req.path.as_str() {
+            "/hello" => Response::new(200).bytes(b"hello".to_vec()),
+            "/len" => {
+                let mut total = 0;
+                loop {
+                    match body.chunk().await {
+                        Ok(Some(piece)) => total += piece.len(),
+                        Ok(None) => break,
+                        Err(error) => return body_error(error),
+                    }
+                }
+                Response::new(200).bytes(format!("len={total}"))
+            }
+            "/echo" => match body.read_to_vec(4096).await {
+                Ok(bytes) => Response::new(200).bytes(bytes),
+                Err(error) => body_error(error),
+            },
+            "/noread" => Response::new(200).bytes(b"ignored".to_vec()),
+            "/need-length" if !body.has_length_framing() => {
+                Response::oci_error(411, "UNSUPPORTED", "length required")
+            }
+            "/need-length" => Response::new(204),
+            "/stream" => self.stream(req.query.parse().unwrap_or(0)),
+            "/close" => Response::new(200).header("Connection", "close"),
+            _ => Response::new(404),
+        }
+    }
+}
+
+impl TestHandler {
+    fn stream(&self, len: u64) -> Response {
+        let probe = self.probe.clone();
+        let mut at: u64 = 0;
+        let chunks = futures_lite::stream::poll_fn(move |_| {
+            if at == len {
+                return std::task::Poll::Ready(None);
+            }
+            let n = (len - at).min(STREAM_PIECE_BYTES as u64);
+            let piece: Vec<u8> = (at..at + n).map(|i| (i % 251) as u8).collect();
+            at += n;
+            probe.streamed.fetch_add(n, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Ok(piece)))
+        });
+        let mut response = Response::new(200);
+        response.body = ResponseBody::Stream {
+            len,
+            chunks: Box::pin(chunks),
+        };
+        response
+    }
+}
+
+fn body_error(error: BodyError) -> Response {
+    match error {
+        BodyError::TooLarge => Response::oci_error(413, "SIZE_INVALID", "body too large"),
+        other => Response::oci_error(400, "UNSUPPORTED", &other.to_string()),
+    }
+}
+
+/// A server on its own executor thread; stopped and joined on drop.
+struct TestServer {
+    addr: SocketAddr,
+    probe: Arc<Probe>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    fn start(limits: Limits) -> TestServer {
+        let probe = Arc::new(Probe::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr_tx, addr_rx) = mpsc::channel();
+
+        let thread_probe = probe.clone();
+        let thread_stop = stop.clone();
+        let thread = thread::spawn(move || {
+            let executor = LocalExecutorBuilder::default()
+                .make()
+                .expect("test executor starts");
+            executor.run(async move {
+                let listener = bind_reuseport(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .expect("test listener binds");
+                addr_tx
+                    .send(listener.local_addr().expect("listener address"))
+                    .expect("test thread waits for the address");
+
+                let shutdown = ShutdownSignal::new();
+                let watcher = shutdown.clone();
+                glommio::spawn_local(async move {
+                    while !thread_stop.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    watcher.trigger();
+                })
+                .detach();
+
+                let handler = Rc::new(TestHandler {
+                    probe: thread_probe,
+                });
+                accept_loop(listener, Rc::new(limits), handler, None, shutdown).await;
+            });
+        });
+
+        let addr = addr_rx.recv().expect("server reports its address");
+        TestServer {
+            addr,
+            probe,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One response as read off the socket.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn error_code(&self) -> String {
+        let value: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        value["errors"][0]["code"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Reads one response; `has_body` is false for answers to HEAD.
+fn read_reply(reader: &mut impl BufRead, has_body: bool) -> Reply {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 "), "status line {line:?}");
+    let status = line[9..12].parse().unwrap();
+
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let len: usize = reply
+        .header("content-length")
+        .map_or(0, |value| value.parse().unwrap());
+    if has_body {
+        reply.body = vec![0; len];
+        reader.read_exact(&mut reply.body).unwrap();
+    }
+    reply
+}
+
+/// Sends `request` on a fresh connection and reads one response.
+fn exchange(server: &TestServer, request: &[u8]) -> (Reply, TcpStream) {
+    let mut stream = server.connect();
+    stream.write_all(request).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let reply = read_reply(&mut reader, true);
+    assert!(reader.buffer().is_empty(), "unexpected bytes after reply");
+    (reply, stream)
+}
+
+/// Whether the server closes the connection (EOF) within `wait`,
+/// without sending anything more.
+fn closes_quietly(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Err(error) => error.kind() == io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let reply = read_reply(&mut reader, true);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello");
+        assert_eq!(reply.header("content-length"), Some("5"));
+        assert!(reply.header("date").is_some());
+        assert_eq!(reply.header("connection"), None);
+    }
+}
+
+#[test]
+fn pipelined_requests_in_one_write_get_answers_in_order() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+              GET /hello HTTP/1.1\r\n\r\n\
+              POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+              2\r\nxy\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_reply(&mut reader, true).text(), "abc");
+    assert_eq!(read_reply(&mut reader, true).text(), "hello");
+    assert_eq!(read_reply(&mut reader, true).text(), "len=2");
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) =
+        exchange(&server, b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_quietly(&mut stream, Duration::from_secs(2)));
+}
+
+#[test]
+fn handler_asking_to_close_closes() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(&server, b"GET /close HTTP/1.1\r\n\r\n");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_quietly(&mut stream, Duration::from_secs(2)));
+}
+
+#[test]
+fn http_1_0_closes_unless_keep_alive_is_asked() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(&server, b"GET /hello HTTP/1.0\r\n\r\n");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_quietly(&mut stream, Duration::from_secs(2)));
+
+    let (reply, mut stream) = exchange(
+        &server,
+        b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert_eq!(reply.header("connection"), Some("keep-alive"));
+    stream.write_all(b"GET /hello HTTP/1.0\r\n\r\n").unwrap();
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), "hello");
+}
+
+#[test]
+fn oversized_head_gets_431_with_json_error() {
+    let server = TestServer::start(test_limits());
+    let request = format!("GET /hello HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(5000));
+    let (reply, mut stream) = exchange(&server, request.as_bytes());
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(reply.error_code(), "UNSUPPORTED");
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+}
+
+#[test]
+fn too_many_headers_get_431() {
+    let server = TestServer::start(test_limits());
+    let request = format!("GET /hello HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(17));
+    let (reply, _) = exchange(&server, request.as_bytes());
+    assert_eq!(reply.status, 431);
+}
+
+#[test]
+fn long_uri_gets_414() {
+    let server = TestServer::start(test_limits());
+    let request = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(600));
+    let (reply, _) = exchange(&server, request.as_bytes());
+    assert_eq!(reply.status, 414);
+    assert_eq!(reply.error_code(), "UNSUPPORTED");
+}
+
+#[test]
+fn malformed_head_gets_400_and_close() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(&server, b"GET /hello HTTP/1.1\r\nBad Name: x\r\n\r\n");
+    assert_eq!(reply.status, 400);
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+}
+
+#[test]
+fn slow_head_gets_408() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream.write_all(b"GET /hello HTTP/1.1\r\nHost:").unwrap();
+    let started = Instant::now();
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn silent_new_connection_is_closed_after_the_header_timeout() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+}
+
+#[test]
+fn idle_keep_alive_connection_closes_silently() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(&server, b"GET /hello HTTP/1.1\r\n\r\n");
+    assert_eq!(reply.status, 200);
+    let started = Instant::now();
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn slowloris_body_closes_the_connection() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /len HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let reply = read_reply(&mut reader, true);
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+}
+
+#[test]
+fn chunked_body_with_extensions_and_trailers_is_read() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(
+        &server,
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;name=value\r\nhello\r\n\
+          1 ; x\r\n \r\n\
+          5\r\nworld\r\n\
+          0\r\nX-Checksum: abc\r\nX-Other: d\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello world");
+
+    stream.write_all(b"GET /hello HTTP/1.1\r\n\r\n").unwrap();
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), "hello");
+}
+
+#[test]
+fn malformed_chunked_bodies_get_400_and_close() {
+    let cases: [&[u8]; 4] = [
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"5\nhello\r\n0\r\n\r\n",
+        b"0\r\nbad trailer\r\n\r\n",
+    ];
+    let server = TestServer::start(test_limits());
+    for body in cases {
+        let mut request = b"POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        let (reply, mut stream) = exchange(&server, &request);
+        assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(body));
+        assert_eq!(reply.header("connection"), Some("close"));
+        assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+    }
+}
+
+#[test]
+fn oversized_trailers_are_refused() {
+    let server = TestServer::start(test_limits());
+    let request = format!(
+        "POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let (reply, _) = exchange(&server, request.as_bytes());
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("connection"), Some("close"));
+}
+
+#[test]
+fn content_length_with_transfer_encoding_gets_400_and_close() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(
+        &server,
+        b"POST /len HTTP/1.1\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+}
+
+#[test]
+fn conflicting_content_lengths_get_400() {
+    let server = TestServer::start(test_limits());
+    let (reply, _) = exchange(
+        &server,
+        b"POST /len HTTP/1.1\r\nContent-Length: 5\r\n\
+          Content-Length: 6\r\n\r\nhello!",
+    );
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn unframed_body_is_left_to_the_handler_to_refuse_with_411() {
+    let server = TestServer::start(test_limits());
+    let (reply, _) = exchange(&server, b"PUT /need-length HTTP/1.1\r\n\r\n");
+    assert_eq!(reply.status, 411);
+    let (reply, _) = exchange(
+        &server,
+        b"PUT /need-length HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("content-length"), None);
+}
+
+#[test]
+fn too_large_body_gets_413_from_the_handler() {
+    let server = TestServer::start(test_limits());
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n{}",
+        "a".repeat(5000)
+    );
+    let (reply, _) = exchange(&server, request.as_bytes());
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.error_code(), "SIZE_INVALID");
+}
+
+#[test]
+fn continue_is_sent_when_the_handler_reads_the_body() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "\r\n");
+
+    stream.write_all(b"hello").unwrap();
+    let reply = read_reply(&mut reader, true);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello");
+}
+
+#[test]
+fn continue_is_not_sent_when_the_handler_answers_without_reading() {
+    let server = TestServer::start(test_limits());
+    let (reply, mut stream) = exchange(
+        &server,
+        b"POST /noread HTTP/1.1\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+}
+
+#[test]
+fn head_response_has_length_but_no_body() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"HEAD /hello HTTP/1.1\r\n\r\n\
+              HEAD /stream?1000000 HTTP/1.1\r\n\r\n\
+              GET /hello HTTP/1.1\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let reply = read_reply(&mut reader, false);
+    assert_eq!(reply.header("content-length"), Some("5"));
+    let reply = read_reply(&mut reader, false);
+    assert_eq!(reply.header("content-length"), Some("1000000"));
+    let reply = read_reply(&mut reader, true);
+    assert_eq!(reply.text(), "hello");
+}
+
+#[test]
+fn small_unread_body_is_drained_and_the_connection_kept() {
+    let server = TestServer::start(test_limits());
+    let request = format!(
+        "POST /noread HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{}",
+        "a".repeat(1000)
+    );
+    let (reply, mut stream) = exchange(&server, request.as_bytes());
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), None);
+
+    stream.write_all(b"GET /hello HTTP/1.1\r\n\r\n").unwrap();
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), "hello");
+}
+
+#[test]
+fn large_unread_body_closes_the_connection() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /noread HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let reply = read_reply(&mut reader, true);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"));
+}
+
+#[test]
+fn large_body_streams_through_a_fixed_buffer() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    let len = 8 * 1024 * 1024;
+    let head = format!("POST /len HTTP/1.1\r\nContent-Length: {len}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let piece = vec![7u8; 1024 * 1024];
+    for _ in 0..8 {
+        stream.write_all(&piece).unwrap();
+    }
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), format!("len={len}"));
+}
+
+#[test]
+fn streamed_response_of_several_mib_is_pulled_as_the_client_reads() {
+    let server = TestServer::start(test_limits());
+    let len: u64 = 48 * 1024 * 1024;
+    let mut stream = server.connect();
+    stream
+        .write_all(format!("GET /stream?{len} HTTP/1.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let reply = read_reply(&mut reader, false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), Some(&*len.to_string()));
+
+    // While the client does not read, the server must stop producing:
+    // only socket buffers hold what was produced and not yet read.
+    let mut first = vec![0u8; 1024 * 1024];
+    reader.read_exact(&mut first).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let produced = server.probe.streamed.load(Ordering::SeqCst);
+    assert!(
+        produced < 24 * 1024 * 1024,
+        "produced {produced} bytes early"
+    );
+
+    let mut received = first.len() as u64;
+    let mut check = first;
+    loop {
+        for (i, byte) in check.iter().enumerate() {
+            let at = received - check.len() as u64 + i as u64;
+            assert_eq!(u64::from(*byte), at % 251, "byte {at}");
+        }
+        if received == len {
+            break;
+        }
+        let want = (len - received).min(1024 * 1024) as usize;
+        check = vec![0u8; want];
+        reader.read_exact(&mut check).unwrap();
+        received += want as u64;
+    }
+}
+
+#[test]
+fn connections_past_the_limit_are_refused() {
+    let server = TestServer::start(Limits {
+        max_connections: 1,
+        ..test_limits()
+    });
+    let (reply, _kept) = exchange(&server, b"GET /hello HTTP/1.1\r\n\r\n");
+    assert_eq!(reply.status, 200);
+
+    let mut refused = server.connect();
+    let _ = refused.write_all(b"GET /hello HTTP/1.1\r\n\r\n");
+    assert!(closes_quietly(&mut refused, Duration::from_secs(2)));
+}
+
+#[test]
+fn shutdown_lets_the_request_in_flight_finish() {
+    let server = TestServer::start(test_limits());
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /len HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    server.stop.store(true, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(50));
+    stream.write_all(b"defghij").unwrap();
+
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), "len=10");
+    assert_eq!(reply.header("connection"), Some("close"));
+}
