@@ -2,7 +2,7 @@
 //! responses, and decides after each one whether the connection goes on.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 
@@ -185,6 +185,7 @@ async fn read_head(
     shutdown: Option<&ShutdownSignal>,
 ) -> HeadRead {
     let min_free = limits.max_header_bytes;
+    let started = Instant::now();
 
     if buf.is_empty() {
         let wait = if is_first {
@@ -205,7 +206,13 @@ async fn read_head(
         }
     }
 
-    let deadline = std::time::Instant::now() + limits.header_read_timeout;
+    // A first request's head is timed from accept, a later one's from
+    // its first byte.
+    let deadline = if is_first {
+        started + limits.header_read_timeout
+    } else {
+        Instant::now() + limits.header_read_timeout
+    };
     loop {
         match parse_head(buf.pending(), peer, limits) {
             Ok(Parsed::Complete(head, used)) => {
@@ -216,7 +223,7 @@ async fn read_head(
             Err(reject) => return HeadRead::Reject(reject),
         }
 
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         match buf.fill(io, left, min_free).await {
             Ok(_) => {}
             Err(FillError::Timeout) => {
@@ -378,11 +385,11 @@ async fn linger_close(io: &mut (dyn Transport + '_), buf: &mut ReadBuf, limits: 
     }
     buf.consume(buf.pending().len());
 
-    let deadline = std::time::Instant::now() + LINGER_TIME;
+    let deadline = Instant::now() + LINGER_TIME;
     let mut discarded = 0;
     let mut scratch = [0u8; 4096];
     while discarded < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         match timed(left, io.read(&mut scratch)).await {
             Some(Ok(n)) if n > 0 => discarded += n,
             _ => return,

@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -117,17 +118,26 @@ struct TestServer {
     addr: SocketAddr,
     probe: Arc<Probe>,
     stop: Arc<AtomicBool>,
+    /// Set to make the server reload its TLS files; cleared once done.
+    reload: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl TestServer {
     fn start(limits: Limits) -> TestServer {
+        TestServer::start_with(limits, None)
+    }
+
+    /// A server speaking TLS with the PEM files `(cert, key)` if given.
+    fn start_with(limits: Limits, tls: Option<(PathBuf, PathBuf)>) -> Self {
         let probe = Arc::new(Probe::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
         let (addr_tx, addr_rx) = mpsc::channel();
 
         let thread_probe = probe.clone();
         let thread_stop = stop.clone();
+        let thread_reload = reload.clone();
         let thread = thread::spawn(move || {
             let executor = LocalExecutorBuilder::default()
                 .make()
@@ -139,10 +149,21 @@ impl TestServer {
                     .send(listener.local_addr().expect("listener address"))
                     .expect("test thread waits for the address");
 
+                let tls = tls.map(|(cert, key)| {
+                    TlsAcceptorHandle::load(&cert, &key).expect("test certificate loads")
+                });
+
                 let shutdown = ShutdownSignal::new();
                 let watcher = shutdown.clone();
+                let reloader = tls.clone();
                 glommio::spawn_local(async move {
                     while !thread_stop.load(Ordering::SeqCst) {
+                        if thread_reload.load(Ordering::SeqCst) {
+                            if let Some(tls) = &reloader {
+                                tls.reload().expect("test certificate reloads");
+                            }
+                            thread_reload.store(false, Ordering::SeqCst);
+                        }
                         glommio::timer::sleep(Duration::from_millis(5)).await;
                     }
                     watcher.trigger();
@@ -152,7 +173,7 @@ impl TestServer {
                 let handler = Rc::new(TestHandler {
                     probe: thread_probe,
                 });
-                accept_loop(listener, Rc::new(limits), handler, None, shutdown).await;
+                accept_loop(listener, Rc::new(limits), handler, tls, shutdown).await;
             });
         });
 
@@ -161,6 +182,7 @@ impl TestServer {
             addr,
             probe,
             stop,
+            reload,
             thread: Some(thread),
         }
     }
@@ -688,4 +710,96 @@ fn shutdown_lets_the_request_in_flight_finish() {
     let reply = read_reply(&mut BufReader::new(&mut stream), true);
     assert_eq!(reply.text(), "len=10");
     assert_eq!(reply.header("connection"), Some("close"));
+}
+
+/// The directory of the test certificates: a CA and two leaves for
+/// `localhost` it signed.
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/testdata")
+}
+
+/// A TLS client trusting the test CA, offering ALPN `http/1.1`.
+fn tls_client(server: &TestServer) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let ca = std::fs::read(testdata().join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+    let name = "localhost".try_into().unwrap();
+    let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(client, server.connect())
+}
+
+/// The leaf certificate the server presented, as DER.
+fn presented_leaf(stream: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Vec<u8> {
+    stream.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn leaf_der(name: &str) -> Vec<u8> {
+    let pem = std::fs::read(testdata().join(name)).unwrap();
+    let cert = rustls_pemfile::certs(&mut &pem[..]).next().unwrap();
+    cert.unwrap().to_vec()
+}
+
+#[test]
+fn tls_serves_http_1_1_and_reloads_certificates() {
+    let dir = std::env::temp_dir().join(format!("berth-http-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(testdata().join("leaf-a.pem"), &cert).unwrap();
+    std::fs::copy(testdata().join("leaf-a.key"), &key).unwrap();
+    let server = TestServer::start_with(test_limits(), Some((cert.clone(), key.clone())));
+
+    let mut stream = tls_client(&server);
+    stream.write_all(b"GET /hello HTTP/1.1\r\n\r\n").unwrap();
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), "hello");
+    assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(presented_leaf(&stream), leaf_der("leaf-a.pem"));
+
+    // Rotate the files on disk, reload, and expect the new leaf on the
+    // next connection while the open one keeps working.
+    std::fs::copy(testdata().join("leaf-b.pem"), &cert).unwrap();
+    std::fs::copy(testdata().join("leaf-b.key"), &key).unwrap();
+    server.reload.store(true, Ordering::SeqCst);
+    while server.reload.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    let mut rotated = tls_client(&server);
+    rotated.write_all(b"GET /hello HTTP/1.1\r\n\r\n").unwrap();
+    let reply = read_reply(&mut BufReader::new(&mut rotated), true);
+    assert_eq!(reply.text(), "hello");
+    assert_eq!(presented_leaf(&rotated), leaf_der("leaf-b.pem"));
+
+    stream.write_all(b"GET /hello HTTP/1.1\r\n\r\n").unwrap();
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), "hello");
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_configuration_errors_name_the_file() {
+    let missing = testdata().join("missing.pem");
+    let key = testdata().join("leaf-a.key");
+    let error = tls::server_config(&missing, &key).unwrap_err();
+    assert!(error.to_string().contains("missing.pem"), "{error}");
+
+    let cert = testdata().join("leaf-a.pem");
+    let error = tls::server_config(&cert, &cert).unwrap_err();
+    assert!(matches!(error, tls::TlsError::NoKey { .. }), "{error}");
+
+    let wrong_key = testdata().join("leaf-b.key");
+    let error = tls::server_config(&cert, &wrong_key).unwrap_err();
+    assert!(matches!(error, tls::TlsError::Rustls(_)), "{error}");
 }
