@@ -9,7 +9,13 @@
 //! OCI image-spec (`manifest.md`, `image-index.md`, `descriptor.md`) and
 //! Docker's image manifest v2 schema 2.
 
+pub mod accept;
+pub mod content_range;
 pub mod digest;
 pub mod errors;
+pub mod manifest;
+pub mod media_type;
 pub mod name;
+pub mod pagination;
+pub mod referrers;
 pub mod route;
