@@ -281,6 +281,11 @@ async fn write_response(
     framed: &Framed,
     limits: &Limits,
 ) -> Result<(), Broken> {
+    let mut response = response;
+    if !(200..=599).contains(&response.status) {
+        tracing::warn!(status = response.status, "handler status replaced by 500");
+        response.status = 500;
+    }
     let bodiless = is_bodiless_status(response.status);
     let len = response.body.len();
     out.clear();

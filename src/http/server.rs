@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
@@ -14,6 +14,9 @@ use super::limits::Limits;
 use super::shutdown::ShutdownSignal;
 use super::tls::TlsAcceptorHandle;
 use super::wire::timed;
+
+/// Shortest time between two warnings about refused connections.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Pause after an accept error (out of file descriptors, ...) so the
 /// loop does not spin while the condition lasts.
@@ -44,6 +47,7 @@ pub async fn accept_loop<H: Handler + 'static>(
 ) {
     let open = Rc::new(Cell::new(0usize));
     let gate = Gate::new();
+    let mut refusals = Refusals::default();
 
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -62,11 +66,8 @@ pub async fn accept_loop<H: Handler + 'static>(
         };
 
         if open.get() >= limits.max_connections {
-            tracing::warn!(
-                max_connections = limits.max_connections,
-                "connection refused: per-core limit reached"
-            );
             drop(stream);
+            refusals.record(limits.max_connections);
             continue;
         }
 
@@ -157,5 +158,31 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.open.set(self.open.get().saturating_sub(1));
+    }
+}
+
+/// Connections refused over the limit, logged at most once a second.
+#[derive(Default)]
+struct Refusals {
+    unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refusals {
+    fn record(&mut self, max_connections: usize) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        let is_due = self
+            .last_log
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL);
+        if is_due {
+            tracing::warn!(
+                max_connections,
+                refused = self.unlogged,
+                "connections refused: per-core limit reached"
+            );
+            self.unlogged = 0;
+            self.last_log = Some(now);
+        }
     }
 }

@@ -803,3 +803,59 @@ fn tls_configuration_errors_name_the_file() {
     let error = tls::server_config(&cert, &wrong_key).unwrap_err();
     assert!(matches!(error, tls::TlsError::Rustls(_)), "{error}");
 }
+
+#[test]
+fn two_listeners_share_one_address_through_reuseport() {
+    let executor = LocalExecutorBuilder::default().make().unwrap();
+    executor.run(async {
+        let first =
+            bind_reuseport(SocketAddr::from(([127, 0, 0, 1], 0))).expect("first listener binds");
+        let addr = first.local_addr().unwrap();
+        let second = bind_reuseport(addr).expect("second listener binds");
+        assert_eq!(second.local_addr().unwrap(), addr);
+    });
+}
+
+/// Requests per second of small keep-alive GETs; run with
+/// `cargo test --release -p berth --lib keep_alive_throughput --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn keep_alive_throughput() {
+    let server = TestServer::start(Limits {
+        max_connections: 1024,
+        ..Limits::default()
+    });
+    let connections = 32;
+    let run_for = Duration::from_secs(3);
+
+    for pipeline in [1usize, 16] {
+        let started = Instant::now();
+        let clients: Vec<_> = (0..connections)
+            .map(|_| {
+                let mut stream = server.connect();
+                thread::spawn(move || {
+                    let request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n".repeat(pipeline);
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut done = 0u64;
+                    while started.elapsed() < run_for {
+                        stream.write_all(&request).unwrap();
+                        for _ in 0..pipeline {
+                            let reply = read_reply(&mut reader, true);
+                            assert_eq!(reply.status, 200);
+                        }
+                        done += pipeline as u64;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let total: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{connections} connections, pipeline {pipeline}: {total} requests \
+             in {secs:.2} s = {:.0} req/s",
+            total as f64 / secs
+        );
+    }
+}
