@@ -190,7 +190,7 @@ pub fn parse_manifest(
         layers,
         manifests,
         subject,
-        artifact_type: optional_media_type(&doc, "artifactType")?,
+        artifact_type: artifact_type(&doc)?,
         annotations_json: annotations(&doc, "annotations")?.map(|a| annotations_to_json(&a)),
     })
 }
@@ -333,7 +333,7 @@ fn descriptor(value: &Value, at: &str) -> Result<Descriptor, OciError> {
         media_type,
         digest,
         size,
-        artifact_type: optional_media_type(obj, "artifactType").map_err(|e| prefix(at, e))?,
+        artifact_type: artifact_type(obj).map_err(|e| prefix(at, e))?,
         urls: urls(obj).map_err(|e| prefix(at, e))?,
         annotations: annotations(obj, "annotations").map_err(|e| prefix(at, e))?,
     })
@@ -347,6 +347,15 @@ fn optional_media_type(obj: &Map<String, Value>, field: &str) -> Result<Option<S
         Some(Value::String(s)) => Err(invalid(format!("{field}: {s:?} is not a media type"))),
         Some(_) => Err(invalid(format!("{field}: not a string"))),
     }
+}
+
+/// `artifactType`: an empty string counts as absent, as the referrers
+/// rules of the distribution-spec treat "empty or missing" alike.
+fn artifact_type(obj: &Map<String, Value>) -> Result<Option<String>, OciError> {
+    if obj.get("artifactType").and_then(Value::as_str) == Some("") {
+        return Ok(None);
+    }
+    optional_media_type(obj, "artifactType")
 }
 
 fn urls(obj: &Map<String, Value>) -> Result<Vec<String>, OciError> {

@@ -1,8 +1,11 @@
 //! `n` and `last` pagination for the tags list and the catalog
 //! (distribution-spec, "Listing Tags" and the `_catalog` extension).
 //!
-//! Results are in lexical (byte) order. A page holds the entries after
-//! `last`, at most `n` of them; when more remain, the response carries a
+//! The spec allows case-insensitive or "ASCIIbetical" order; berth uses
+//! byte order (Rust's `str` ordering), so the list a handler passes in
+//! must be sorted that way, as a `BTreeMap` or `sort()` gives it. A page
+//! holds the entries after `last`, at most `n` of them; when more
+//! remain, the response carries a
 //! `Link: <…?n=<n>&last=<final entry>>; rel="next"` header.
 
 use super::errors::OciError;

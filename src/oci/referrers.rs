@@ -68,6 +68,31 @@ pub fn referrers_index(
     (index.to_string().into_bytes(), filter.is_some())
 }
 
+/// The tag a client falls back to when a registry lacks the referrers
+/// API (distribution-spec, "Referrers Tag Schema"): the algorithm cut to
+/// 32 characters, `-`, the encoded part cut to 64, with every character
+/// a tag cannot hold replaced by `-`.
+///
+/// berth serves the API, so it only needs this to recognise such tags
+/// (for example to fold an older index into its listing).
+pub fn referrers_tag(digest: &str) -> String {
+    let (algorithm, encoded) = digest.split_once(':').unwrap_or((digest, ""));
+    let algorithm: String = algorithm.chars().take(32).collect();
+    let encoded: String = encoded.chars().take(64).collect();
+
+    format!("{algorithm}-{encoded}")
+        .chars()
+        .map(|c| {
+            let allowed = c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if allowed {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 fn descriptor(entry: &ReferrerEntry) -> Value {
     let mut d = Map::new();
     d.insert("mediaType".into(), Value::from(entry.media_type.as_str()));
@@ -109,6 +134,34 @@ mod tests {
         assert_eq!(index["schemaVersion"], 2);
         assert_eq!(index["mediaType"], OCI_INDEX);
         index["manifests"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn referrers_tags_follow_the_tag_schema() {
+        let long_algorithm = "test+algorithm+using+algorithm+separators+and+more";
+        let long_encoded = format!("someEncoded=Value{}", "x".repeat(80));
+        let cases = [
+            (
+                format!("sha256:{}", "a".repeat(64)),
+                format!("sha256-{}", "a".repeat(64)),
+            ),
+            (
+                format!("sha512:{}", "b".repeat(128)),
+                format!("sha512-{}", "b".repeat(64)),
+            ),
+            (
+                format!("{long_algorithm}:{long_encoded}"),
+                format!(
+                    "test-algorithm-using-algorithm-s-someEncoded-Value{}",
+                    "x".repeat(47)
+                ),
+            ),
+        ];
+        for (digest, want) in cases {
+            let tag = referrers_tag(&digest);
+            assert_eq!(tag, want);
+            assert!(crate::oci::name::is_valid_tag(&tag), "{tag}");
+        }
     }
 
     #[test]

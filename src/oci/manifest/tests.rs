@@ -175,6 +175,21 @@ fn artifact_manifest_reports_its_artifact_type() {
 }
 
 #[test]
+fn empty_artifact_type_counts_as_absent() {
+    let body = oci_image().replacen(
+        r#""schemaVersion": 2"#,
+        r#""schemaVersion": 2, "artifactType": """#,
+        1,
+    );
+    let m = parse(None, &body);
+    assert_eq!(m.artifact_type, None);
+    assert_eq!(
+        m.effective_artifact_type(),
+        Some(super::super::media_type::OCI_CONFIG)
+    );
+}
+
+#[test]
 fn media_type_comes_from_header_body_or_shape() {
     let image_no_type = oci_image().replace(&format!(r#""mediaType": "{OCI_MANIFEST}","#), "");
     let index_no_type = format!(
