@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use crate::report::Row;
 use crate::units::format_micros;
 
-const WIDTH: f64 = 980.0;
+const WIDTH: f64 = 1020.0;
 const LABEL_W: f64 = 270.0;
-const PANEL_W: f64 = 330.0;
+const PANEL_W: f64 = 350.0;
 const GAP: f64 = 20.0;
 const BAR_H: f64 = 16.0;
 const GROUP_GAP: f64 = 14.0;
@@ -50,11 +50,11 @@ pub fn chart(rows: &[Row], targets: &[String], title: &str) -> String {
     );
     let _ = writeln!(
         svg,
-        r#"<text x="{left}" y="40" font-weight="bold">throughput (MB/s; req/s for manifests), longer is better</text>"#
+        r#"<text x="{left}" y="40" font-weight="bold">throughput, higher is better</text>"#
     );
     let _ = writeln!(
         svg,
-        r#"<text x="{right}" y="40" font-weight="bold">latency p99 (tick: p50), shorter is better</text>"#
+        r#"<text x="{right}" y="40" font-weight="bold">latency p99 (tick at p50), lower is better</text>"#
     );
 
     // Legend, one swatch per target.
@@ -85,14 +85,19 @@ pub fn chart(rows: &[Row], targets: &[String], title: &str) -> String {
         for row in group {
             let index = targets.iter().position(|t| *t == row.target).unwrap_or(0);
             let colour = COLOURS[index % COLOURS.len()];
-            let bar_w = PANEL_W - 90.0;
+            let bar_w = PANEL_W - 130.0;
 
             let tput = row.throughput();
             let w = if best > 0.0 { tput / best * bar_w } else { 0.0 };
             let unit = if row.bytes_bound { "MB/s" } else { "req/s" };
+            let ratio = if index == 0 {
+                String::new()
+            } else {
+                format!(" (x{:.2})", row.ratio_to_first.throughput)
+            };
             let _ = writeln!(
                 svg,
-                r#"<rect x="{left}" y="{y:.0}" width="{w:.1}" height="{BAR_H}" fill="{colour}"/><text x="{:.1}" y="{:.0}">{tput:.1} {unit}</text>"#,
+                r#"<rect x="{left}" y="{y:.0}" width="{w:.1}" height="{BAR_H}" fill="{colour}"/><text x="{:.1}" y="{:.0}">{tput:.1} {unit}{ratio}</text>"#,
                 left + w + 4.0,
                 y + BAR_H - 4.0
             );

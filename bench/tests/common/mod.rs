@@ -106,10 +106,14 @@ pub fn start_berth() -> Option<Server> {
     let port = free_port();
     let data = scratch.path("data");
     let listen = format!("127.0.0.1:{port}");
+    // Tests run in parallel, so the admin listener needs its own port too.
+    let admin = format!("127.0.0.1:{}", free_port());
     let args = [
         "serve",
         "--listen",
         &listen,
+        "--admin-listen",
+        &admin,
         "--data-dir",
         data.to_str().unwrap(),
     ];

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Compares berth with CNCF Distribution 2.8 on this machine.
+#
+# Installs Distribution (Debian's docker-registry) when it is missing, builds
+# berth and berth-bench in release mode, starts both registries on loopback
+# with fresh data directories, runs the standard workload set against both
+# (alternating them), and writes the table, the chart and a description of
+# the machine into bench/README.md between the compare markers.
+#
+# Settings (environment):
+#   DURATION=10s  WARMUP=2s  REPEAT=3   length of each measurement
+#   COMPARE_DIR=target/compare          data directories (use a real disk,
+#                                       not tmpfs: berth needs O_DIRECT)
+#   EXTRA_TARGETS="zot=http://127.0.0.1:5200 ..."  more registries to measure
+#   WORKLOADS="push:size=1MiB ..."      replace the standard workload set
+#   NO_README=1                         leave bench/README.md alone
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+duration="${DURATION:-10s}"
+warmup="${WARMUP:-2s}"
+repeat="${REPEAT:-3}"
+work="${COMPARE_DIR:-$root/target/compare}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+berth_port=5000
+dist_port=5100
+
+workloads=(
+    "push:size=64MiB,conc=8"
+    "push:size=1MiB,conc=16"
+    "pull:size=64MiB,conc=8"
+    "pull:size=1MiB,conc=16"
+    "manifest:op=get-digest,conc=64,repos=64"
+    "manifest:op=head-tag,conc=64,repos=64"
+    "image:layers=3,size=256KiB,shared=1,repos=64,conc=16"
+)
+if [ -n "${WORKLOADS:-}" ]; then
+    read -r -a workloads <<<"$WORKLOADS"
+fi
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# 1. Distribution.
+if [ ! -x /usr/bin/docker-registry ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "docker-registry is missing; run as root or apt-get install docker-registry" >&2
+        exit 1
+    fi
+    say "installing docker-registry (CNCF Distribution)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+fi
+
+# 2. Binaries.
+say "building berth and berth-bench (release)"
+cargo build --release -p berth -p berth-bench
+berth="$target_dir/release/berth"
+bench="$target_dir/release/berth-bench"
+
+# 3. Fresh data directories and the two servers.
+rm -rf "$work"
+mkdir -p "$work/berth" "$work/dist"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+say "starting berth on 127.0.0.1:$berth_port, data in $work/berth"
+"$berth" serve --listen "127.0.0.1:$berth_port" \
+    --admin-listen "127.0.0.1:$((berth_port + 1))" \
+    --data-dir "$work/berth" >"$work/berth.log" 2>&1 &
+pids+=("$!")
+
+cat >"$work/dist.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/dist
+http:
+  addr: 127.0.0.1:$dist_port
+EOF
+say "starting Distribution on 127.0.0.1:$dist_port, data in $work/dist"
+/usr/bin/docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
+pids+=("$!")
+
+wait_ready() {
+    local port="$1" name="$2"
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start; its log:" >&2
+    cat "$work/$name.log" >&2
+    exit 1
+}
+wait_ready "$berth_port" berth
+wait_ready "$dist_port" dist
+
+# 4. The run.
+targets=(--target "berth=http://127.0.0.1:$berth_port" --target "dist=http://127.0.0.1:$dist_port")
+for extra in ${EXTRA_TARGETS:-}; do
+    targets+=(--target "$extra")
+done
+args=()
+for w in "${workloads[@]}"; do
+    args+=(--workload "$w")
+done
+
+say "running ${#workloads[@]} workloads, $repeat x $duration each per target"
+status=0
+"$bench" run "${targets[@]}" "${args[@]}" \
+    --duration "$duration" --warmup "$warmup" --repeat "$repeat" \
+    --json bench/compare.json --svg bench/compare.svg \
+    --markdown "$work/table.md" | tee "$work/report.txt" || status=$?
+
+# 5. The machine, and the README section.
+machine() {
+    local cpu mem fs dev
+    cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    mem="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    fs="$(findmnt -n -T "$work" -o SOURCE,FSTYPE 2>/dev/null | tr -s ' ' || echo unknown)"
+    dev="$(lsblk -n -d -o NAME,MODEL,SIZE,ROTA 2>/dev/null | tr -s ' ' | paste -sd ';' - || true)"
+    echo "- CPU: $(nproc) logical CPUs, ${cpu:-unknown model}"
+    echo "- Memory: $mem"
+    echo "- Kernel: $(uname -r)"
+    echo "- Data directories on: $fs"
+    echo "- Disks (name model size rotational): ${dev:-unknown}"
+    echo "- Client and both servers share the machine; the cpu column is the"
+    echo "  client's own use, in cores."
+}
+
+if [ -z "${NO_README:-}" ]; then
+    section="$work/section.md"
+    {
+        echo "<!-- compare:start -->"
+        echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/compare.sh\`"
+        echo "(medians of $repeat runs of $duration after $warmup warm-up;"
+        echo "berth is the first target, ratios are to it)."
+        echo
+        if [ "$status" != 0 ]; then
+            echo '**This run had errors; see bench/compare.json.**'
+            echo
+        fi
+        machine
+        echo
+        cat "$work/table.md"
+        echo
+        echo "![throughput and latency per target](compare.svg)"
+        echo "<!-- compare:end -->"
+    } >"$section"
+
+    readme=bench/README.md
+    if grep -q '<!-- compare:start -->' "$readme"; then
+        awk -v section="$section" '
+            /<!-- compare:start -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
+            /<!-- compare:end -->/ { skip = 0; next }
+            !skip { print }
+        ' "$readme" >"$readme.new"
+        mv "$readme.new" "$readme"
+    else
+        { echo; cat "$section"; } >>"$readme"
+    fi
+    say "wrote the results into $readme"
+fi
+
+exit "$status"
