@@ -1,0 +1,218 @@
+//! Checks of the files under `systemd/` with systemd's own tools.
+//!
+//! `systemd-analyze verify` and `security` read the unit; the sysusers
+//! and tmpfiles entries are applied to a scratch root directory, never
+//! to the machine itself. A test whose tool is absent says so and
+//! passes; Debian's `systemd` package provides all of them.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth::config::Config;
+
+const UNIT: &str = include_str!("../systemd/berth.service");
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("berth-units-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The named tool, or `None` after saying why the test is skipped.
+fn tool(name: &str) -> Option<PathBuf> {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.is_file() {
+            return Some(path);
+        }
+    }
+    eprintln!("skipped: {name} is not installed (apt-get install systemd)");
+    None
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    eprintln!(
+        "{command:?}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A copy of the unit whose ExecStart names a binary that exists: the
+/// `berth` this test run built.
+fn unit_copy(scratch: &Scratch) -> PathBuf {
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let text = UNIT.replace("ExecStart=/usr/bin/berth ", &format!("ExecStart={berth} "));
+    assert_ne!(text, UNIT, "ExecStart=/usr/bin/berth not found");
+
+    let path = scratch.path().join("berth.service");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// The values of `key=` lines in the unit, in order.
+fn unit_values(key: &str) -> Vec<&'static str> {
+    let prefix = format!("{key}=");
+    UNIT.lines()
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+fn unit_value(key: &str) -> &'static str {
+    match unit_values(key).as_slice() {
+        [value] => value,
+        other => panic!("{key}= appears {} times", other.len()),
+    }
+}
+
+/// Parses `60s`, `5min` or a bare number of seconds.
+fn unit_seconds(value: &str) -> u64 {
+    if let Some(n) = value.strip_suffix("min") {
+        return n.parse::<u64>().unwrap() * 60;
+    }
+    value.trim_end_matches('s').parse().unwrap()
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    let scratch = Scratch::new("verify");
+    let unit = unit_copy(&scratch);
+
+    let output = run(Command::new(analyze).arg("verify").arg(&unit));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "verify failed: {stderr}");
+    // verify exits 0 on warnings such as an unknown key; refuse those.
+    assert!(!stderr.contains("berth.service"), "warnings: {stderr}");
+}
+
+#[test]
+fn unit_hardening_keeps_exposure_low() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    let scratch = Scratch::new("security");
+    let unit = unit_copy(&scratch);
+
+    let output = run(Command::new(analyze)
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let marker = "Overall exposure level for berth.service:";
+    let Some(at) = stdout.find(marker) else {
+        panic!("no exposure level in: {stdout}");
+    };
+    let level: f64 = stdout[at + marker.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|word| word.parse().ok())
+        .unwrap();
+    // 0 is fully locked down, 10 is unprotected; below 2 is "OK".
+    assert!(level < 2.0, "exposure {level}");
+}
+
+#[test]
+fn unit_declares_what_berth_relies_on() {
+    assert_eq!(unit_value("Type"), "notify");
+    assert_eq!(unit_value("NotifyAccess"), "main");
+    assert_eq!(
+        unit_value("ExecStart"),
+        "/usr/bin/berth serve --config /etc/berth/berth.toml"
+    );
+    assert_eq!(unit_value("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(unit_value("LimitMEMLOCK"), "infinity");
+    assert_eq!(unit_value("User"), "berth");
+    assert_eq!(unit_value("StateDirectory"), "berth");
+    assert_eq!(unit_value("ProtectSystem"), "strict");
+    assert!(unit_seconds(unit_value("WatchdogSec")) > 0);
+
+    // The first filter line allows; io_uring must be in it by name.
+    let filters = unit_values("SystemCallFilter");
+    for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(
+            filters[0].split_whitespace().any(|w| w == call),
+            "{call} is not allowed"
+        );
+        assert!(!filters[1..].iter().any(|f| f.contains(call)));
+    }
+
+    // systemd must wait for a full drain before it kills berth.
+    let stop = unit_seconds(unit_value("TimeoutStopSec"));
+    let drain = Config::default().server.drain_timeout_secs;
+    assert!(stop > drain, "TimeoutStopSec {stop} <= drain {drain}");
+}
+
+#[test]
+fn example_config_loads_and_matches_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/berth.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
+    let (Some(sysusers), Some(tmpfiles)) = (tool("systemd-sysusers"), tool("systemd-tmpfiles"))
+    else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("skipped: setting directory owners needs root");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let root = Scratch::new("root");
+    fs::create_dir_all(root.path().join("etc")).unwrap();
+
+    let output = run(Command::new(sysusers)
+        .arg(format!("--root={}", root.path().display()))
+        .arg(dir.join("berth.sysusers")));
+    assert!(output.status.success());
+    let passwd = fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let entry = passwd
+        .lines()
+        .find(|line| line.starts_with("berth:"))
+        .unwrap();
+    let fields: Vec<&str> = entry.split(':').collect();
+    assert_eq!(fields[5], "/var/lib/berth", "{entry}");
+    let uid: u32 = fields[2].parse().unwrap();
+
+    let output = run(Command::new(tmpfiles)
+        .arg(format!("--root={}", root.path().display()))
+        .arg("--create")
+        .arg(dir.join("berth.tmpfiles")));
+    assert!(output.status.success());
+    for (path, owner) in [
+        ("etc/berth", 0),
+        ("etc/berth/tls", 0),
+        ("var/lib/berth", uid),
+    ] {
+        let meta = fs::metadata(root.path().join(path)).unwrap();
+        assert!(meta.is_dir(), "{path}");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o750, "{path}");
+        assert_eq!(meta.uid(), owner, "{path}");
+    }
+}
