@@ -122,6 +122,8 @@ mod secs {
 pub const MAX_REPOS: usize = 100_000;
 /// Most operations in flight for one workload.
 pub const MAX_CONCURRENCY: usize = 4_096;
+/// Layer size of the images a `manifest` workload looks up, by default.
+pub const MANIFEST_LAYER_BYTES: u64 = 4 << 10;
 /// Most layers per image.
 pub const MAX_LAYERS: usize = 128;
 
@@ -146,6 +148,7 @@ impl Workload {
         let mut layers = 3usize;
         let mut shared = 0usize;
         let mut read_percent = 80u8;
+        let mut size_given = false;
 
         for pair in params.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = pair
@@ -153,7 +156,10 @@ impl Workload {
                 .ok_or_else(|| format!("{spec}: expected key=value, got {pair:?}"))?;
             let bad = |e: String| format!("{spec}: {key}: {e}");
             match key {
-                "size" => blob_bytes = parse_size(value).map_err(bad)?,
+                "size" => {
+                    blob_bytes = parse_size(value).map_err(bad)?;
+                    size_given = true;
+                }
                 "conc" | "concurrency" => concurrency = parse_number(value).map_err(bad)?,
                 "repos" => repos = parse_number(value).map_err(bad)?,
                 "objects" => objects = Some(parse_number(value).map_err(bad)?),
@@ -211,6 +217,12 @@ impl Workload {
         }
         if count == Some(0) {
             return Err(format!("{spec}: count must be at least 1"));
+        }
+
+        // Manifest calls do not touch layers, so their images get small
+        // ones unless told otherwise.
+        if matches!(kind, Kind::Manifest { .. }) && !size_given {
+            blob_bytes = MANIFEST_LAYER_BYTES;
         }
 
         // Reads need objects to read; by default about 256 MiB of them.
