@@ -1,1 +1,50 @@
 //! berth-storage: the log-structured segment store under berth.
+//!
+//! A data directory ([`Layout`]) holds a fixed number of shards. Each
+//! [`Shard`] lives on one glommio executor and owns:
+//!
+//! - a log of preallocated **segment** files written with direct I/O, where
+//!   every blob chunk, manifest and blob map is a CRC-checked record
+//!   ([`record`] describes the header);
+//! - a **metadata log** of CRC-framed operations (upload sessions, blob
+//!   index entries, repository links, tags), with background
+//!   **checkpoints** that bound recovery time;
+//! - a partition of the in-memory **blob index** (digest to
+//!   [`BlobLocation`]), about 50 bytes per sha256 entry.
+//!
+//! Every write returns only after its bytes and the records that make them
+//! reachable are fdatasync'ed; concurrent writers share syncs (group
+//! commit). A failed sync poisons the shard. A [`Reader`] on any executor
+//! reads any shard's locations, checking every record's CRC.
+
+#![forbid(unsafe_code)]
+
+mod checkpoint;
+mod digest;
+mod error;
+mod index;
+mod layout;
+mod location;
+mod meta;
+mod metalog;
+mod notify;
+mod reader;
+pub mod record;
+mod recovery;
+mod segment;
+mod shard;
+mod state;
+mod types;
+mod upload;
+
+pub use digest::{digest_of, Digest, DigestAlgorithm, DigestError, DigestHasher};
+pub use error::{Result, StorageError};
+pub use layout::{Layout, MAX_SHARDS};
+pub use location::{BlobLocation, MAX_BLOB_BYTES};
+pub use reader::{BlobRead, Reader, MAX_READ_ALL_BYTES, READ_CHUNK_BYTES};
+pub use shard::Shard;
+pub use types::{
+    ManifestLink, RecoveryReport, SegmentStats, ShardOptions, ShardStats, UploadId, UploadIdError,
+    UploadInfo, MIN_SEGMENT_BYTES,
+};
+pub use upload::UploadAppend;
