@@ -280,6 +280,16 @@ impl Config {
         self.tls.validate()
     }
 
+    /// The executor count to start; see [`ServerConfig::executor_count`].
+    pub fn executor_count(&self) -> usize {
+        self.server.executor_count()
+    }
+
+    /// The SIGTERM drain timeout; see [`ServerConfig::drain_timeout`].
+    pub fn drain_timeout(&self) -> Duration {
+        self.server.drain_timeout()
+    }
+
     /// Lists the keys that differ in `new`, split by whether they can
     /// take effect on SIGHUP or need a restart.
     pub fn reloadable_diff(&self, new: &Config) -> ConfigDiff {

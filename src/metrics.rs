@@ -58,9 +58,15 @@ impl UploadOutcome {
 ///
 /// Every method takes `&self` and is a few integer adds. The type is not
 /// `Sync`, so it cannot be shared across cores by mistake.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CoreMetrics {
     figures: RefCell<MetricsSnapshot>,
+}
+
+impl Default for CoreMetrics {
+    fn default() -> Self {
+        CoreMetrics::new()
+    }
 }
 
 impl CoreMetrics {
