@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::stats::{median, Sample};
+use crate::stats::{median, OperationSample, Sample};
 use crate::units::format_micros;
 use crate::workload::Workload;
 
@@ -64,6 +64,9 @@ pub struct Row {
     pub ratio_to_first: Ratios,
     /// Failures of all repetitions, by class.
     pub errors: BTreeMap<String, u64>,
+    /// Medians per kind of operation, for workloads that mix kinds.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_operation: BTreeMap<String, Summary>,
 }
 
 impl Row {
@@ -90,6 +93,34 @@ impl Row {
             client_cpu_cores: pick(&|s| s.client_cpu_cores),
         };
 
+        let mut names: Vec<&String> = samples.iter().flat_map(|s| s.by_operation.keys()).collect();
+        names.sort();
+        names.dedup();
+        let by_operation = names
+            .into_iter()
+            .map(|name| {
+                let per = |f: &dyn Fn(&OperationSample) -> f64| {
+                    let mut values: Vec<f64> = samples
+                        .iter()
+                        .filter_map(|s| s.by_operation.get(name))
+                        .map(f)
+                        .collect();
+                    median(&mut values)
+                };
+                let summary = Summary {
+                    mb_per_sec: per(&|o| o.mb_per_sec),
+                    ops_per_sec: per(&|o| o.ops_per_sec),
+                    p50_us: per(&|o| o.latency_us.p50),
+                    p90_us: per(&|o| o.latency_us.p90),
+                    p99_us: per(&|o| o.latency_us.p99),
+                    p999_us: per(&|o| o.latency_us.p999),
+                    max_us: per(&|o| o.latency_us.max),
+                    client_cpu_cores: 0.0,
+                };
+                (name.clone(), summary)
+            })
+            .collect();
+
         let mut errors = BTreeMap::new();
         for sample in &samples {
             for (key, count) in &sample.errors {
@@ -107,6 +138,7 @@ impl Row {
             median: summary,
             ratio_to_first: Ratios::default(),
             errors,
+            by_operation,
         }
     }
 
@@ -216,6 +248,22 @@ pub fn text_table(rows: &[Row], repeat: usize) -> String {
             row.error_count().to_string(),
             format!("x{:.2} tput, x{:.2} p99", r.throughput, r.p99),
         ]);
+        for (name, m) in &row.by_operation {
+            lines.push(vec![
+                format!("  - {name}"),
+                String::new(),
+                format!("{:.1}", m.mb_per_sec),
+                format!("{:.0}", m.ops_per_sec),
+                format_micros(m.p50_us),
+                format_micros(m.p90_us),
+                format_micros(m.p99_us),
+                format_micros(m.p999_us),
+                format_micros(m.max_us),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
     }
 
     let widths: Vec<usize> = (0..header.len())

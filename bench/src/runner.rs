@@ -189,7 +189,11 @@ impl WorkerJob {
             match result {
                 Ok(bytes) if measured => {
                     let micros = end.duration_since(start).as_micros() as u64;
-                    tally.success(micros, bytes);
+                    if worker.operation.is_empty() {
+                        tally.success(micros, bytes);
+                    } else {
+                        tally.success_of(worker.operation, micros, bytes);
+                    }
                     last_end = end;
                     shared.ops.fetch_add(1, Ordering::Relaxed);
                     shared.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -29,6 +29,28 @@ pub struct Tally {
     pub examples: BTreeMap<String, String>,
     /// Operations run during warm-up.
     pub warmup_ops: u64,
+    /// The same, per kind of operation, for workloads that mix kinds.
+    pub by_operation: BTreeMap<&'static str, OperationTally>,
+}
+
+/// Successful operations of one kind within a mixed workload.
+pub struct OperationTally {
+    /// Latency, in microseconds.
+    pub latency: Histogram<u64>,
+    /// Operations.
+    pub ops: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+}
+
+impl OperationTally {
+    fn new() -> OperationTally {
+        OperationTally {
+            latency: new_histogram(),
+            ops: 0,
+            bytes: 0,
+        }
+    }
 }
 
 impl Tally {
@@ -41,6 +63,7 @@ impl Tally {
             errors: BTreeMap::new(),
             examples: BTreeMap::new(),
             warmup_ops: 0,
+            by_operation: BTreeMap::new(),
         }
     }
 
@@ -49,6 +72,19 @@ impl Tally {
         self.latency.saturating_record(micros.clamp(1, MAX_MICROS));
         self.ops += 1;
         self.bytes += bytes;
+    }
+
+    /// Records a successful measured operation of a named kind (`read`,
+    /// `write`, `head-tag`, ...), in the totals and in its kind's own.
+    pub fn success_of(&mut self, operation: &'static str, micros: u64, bytes: u64) {
+        self.success(micros, bytes);
+        let entry = self
+            .by_operation
+            .entry(operation)
+            .or_insert_with(OperationTally::new);
+        entry.latency.saturating_record(micros.clamp(1, MAX_MICROS));
+        entry.ops += 1;
+        entry.bytes += bytes;
     }
 
     /// Records a failure.
@@ -66,6 +102,15 @@ impl Tally {
         self.ops += other.ops;
         self.bytes += other.bytes;
         self.warmup_ops += other.warmup_ops;
+        for (operation, theirs) in &other.by_operation {
+            let ours = self
+                .by_operation
+                .entry(operation)
+                .or_insert_with(OperationTally::new);
+            let _ = ours.latency.add(&theirs.latency);
+            ours.ops += theirs.ops;
+            ours.bytes += theirs.bytes;
+        }
         for (key, count) in &other.errors {
             *self.errors.entry(key.clone()).or_insert(0) += count;
         }
@@ -125,25 +170,60 @@ pub struct Sample {
     pub client_cpu_seconds: f64,
     /// Client CPU in cores: CPU seconds over wall seconds.
     pub client_cpu_cores: f64,
+    /// Figures per kind of operation, for workloads that mix kinds.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_operation: BTreeMap<String, OperationSample>,
+}
+
+/// Figures of one kind of operation within a mixed workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationSample {
+    /// Successful operations.
+    pub ops: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Megabytes (10^6 bytes) per second.
+    pub mb_per_sec: f64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Latency, microseconds.
+    pub latency_us: Percentiles,
+}
+
+/// Percentiles of a latency histogram; zeros when it is empty.
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        p50: h.value_at_quantile(0.50) as f64,
+        p90: h.value_at_quantile(0.90) as f64,
+        p99: h.value_at_quantile(0.99) as f64,
+        p999: h.value_at_quantile(0.999) as f64,
+        max: h.max() as f64,
+        mean: h.mean(),
+    }
 }
 
 impl Sample {
     /// Builds a sample from merged tallies.
     pub fn new(tally: &Tally, seconds: f64, cpu_seconds: f64, wall_seconds: f64) -> Sample {
         let per_sec = |n: f64| if seconds > 0.0 { n / seconds } else { 0.0 };
-        let h = &tally.latency;
-        let latency_us = if h.is_empty() {
-            Percentiles::default()
-        } else {
-            Percentiles {
-                p50: h.value_at_quantile(0.50) as f64,
-                p90: h.value_at_quantile(0.90) as f64,
-                p99: h.value_at_quantile(0.99) as f64,
-                p999: h.value_at_quantile(0.999) as f64,
-                max: h.max() as f64,
-                mean: h.mean(),
-            }
-        };
+        let latency_us = percentiles(&tally.latency);
+        let by_operation = tally
+            .by_operation
+            .iter()
+            .map(|(name, t)| {
+                let sample = OperationSample {
+                    ops: t.ops,
+                    bytes: t.bytes,
+                    mb_per_sec: per_sec(t.bytes as f64) / 1e6,
+                    ops_per_sec: per_sec(t.ops as f64),
+                    latency_us: percentiles(&t.latency),
+                };
+                (name.to_string(), sample)
+            })
+            .collect();
         Sample {
             ops: tally.ops,
             bytes: tally.bytes,
@@ -160,6 +240,7 @@ impl Sample {
             } else {
                 0.0
             },
+            by_operation,
         }
     }
 

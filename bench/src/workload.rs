@@ -275,11 +275,7 @@ fn label(name: &str, kind: &Kind, size: u64, conc: usize) -> String {
             range_bytes: Some(r),
         } => format!("pull {size} range {} x{conc}", format_size(*r)),
         Kind::Manifest { op } => {
-            let op = serde_json::to_value(op)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            format!("manifest {op} x{conc}")
+            format!("manifest {} x{conc}", manifest_op_name(*op))
         }
         Kind::ImagePush { layers, shared } => {
             format!("image push {layers}x{size} shared {shared} x{conc}")
@@ -288,6 +284,19 @@ fn label(name: &str, kind: &Kind, size: u64, conc: usize) -> String {
         Kind::Mixed { read_percent } => {
             format!("{name} {read_percent}% read {size} x{conc}")
         }
+    }
+}
+
+/// The name of a manifest call, as written in specs.
+fn manifest_op_name(op: ManifestOp) -> &'static str {
+    match op {
+        ManifestOp::GetDigest => "get-digest",
+        ManifestOp::HeadDigest => "head-digest",
+        ManifestOp::GetTag => "get-tag",
+        ManifestOp::HeadTag => "head-tag",
+        ManifestOp::Tags => "tags",
+        ManifestOp::Catalog => "catalog",
+        ManifestOp::All => "all",
     }
 }
 
@@ -382,6 +391,9 @@ pub struct Worker {
     rng: u64,
     /// What the last operation stored; read by the runner.
     pub stored: Vec<Stored>,
+    /// Kind of the last operation, for workloads that mix kinds; empty
+    /// otherwise.
+    pub operation: &'static str,
 }
 
 impl Worker {
@@ -394,6 +406,7 @@ impl Worker {
             ops: 0,
             rng,
             stored: Vec::new(),
+            operation: "",
         }
     }
 
@@ -538,6 +551,7 @@ pub async fn run_op(
     worker: &mut Worker,
 ) -> Result<u64, Failure> {
     worker.stored.clear();
+    worker.operation = "";
     worker.ops += 1;
 
     match workload.kind {
@@ -566,6 +580,7 @@ pub async fn run_op(
         Kind::Mixed { read_percent } => {
             let roll = splitmix(&mut worker.rng) % 100;
             if roll < u64::from(read_percent) {
+                worker.operation = "read";
                 let index = worker.next_index(prepared.blobs.len());
                 let blob = prepared
                     .blobs
@@ -575,6 +590,7 @@ pub async fn run_op(
                     .pull_blob(&blob.repository, &blob.digest, None)
                     .await
             } else {
+                worker.operation = "write";
                 let repository = pick(&prepared.repositories, worker);
                 let blob = run.content.blob(workload.blob_bytes);
                 let sent = registry
@@ -646,7 +662,9 @@ async fn manifest_op(
                 ManifestOp::Tags,
                 ManifestOp::Catalog,
             ];
-            ALL[(worker.ops % ALL.len() as u64) as usize]
+            let op = ALL[(worker.ops % ALL.len() as u64) as usize];
+            worker.operation = manifest_op_name(op);
+            op
         }
         op => op,
     };
