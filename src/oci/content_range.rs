@@ -68,9 +68,10 @@ pub fn check_chunk(
     if start != received {
         return Err(OciError::new(
             ErrorCode::BlobUploadInvalid,
+            416,
             format!("chunk starts at {start}, expected {received}"),
         )
-        .with_status(416));
+        .with_detail(serde_json::json!({ "expected_start": received })));
     }
 
     // end >= start was checked by the parser; the +1 cannot overflow

@@ -135,14 +135,20 @@ pub struct OciError {
 }
 
 impl OciError {
-    /// An error with the code's usual status and no detail.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// An error with an explicit HTTP status and no detail.
+    pub fn new(code: ErrorCode, status: u16, message: impl Into<String>) -> Self {
         OciError {
             code,
             message: message.into(),
             detail: None,
-            status: code.status(),
+            status,
         }
+    }
+
+    /// An error with the code's usual status ([`ErrorCode::status`]) and
+    /// no detail.
+    pub fn from_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        OciError::new(code, code.status(), message)
     }
 
     /// The same error answered with another HTTP status.
@@ -159,60 +165,64 @@ impl OciError {
 
     /// A 404 `UNSUPPORTED` for a path the API does not define.
     pub fn not_found(path: &str) -> Self {
-        OciError::new(ErrorCode::Unsupported, "no such endpoint")
-            .with_status(404)
+        OciError::new(ErrorCode::Unsupported, 404, "no such endpoint")
             .with_detail(json!({ "path": path }))
     }
 
     /// A 405 `UNSUPPORTED` for a method the endpoint does not allow.
+    pub fn method_not_allowed() -> Self {
+        OciError::new(ErrorCode::Unsupported, 405, "method not allowed")
+    }
+
+    /// A 405 `UNSUPPORTED` naming the method and the allowed ones.
     ///
-    /// The detail lists the allowed methods, so that the handler can also
-    /// send them in an `Allow` header.
-    pub fn method_not_allowed(method: &str, allowed: &[&str]) -> Self {
+    /// The detail lists the allowed methods (`{"allowed": [..]}`), so
+    /// that the handler can also send them in an `Allow` header.
+    pub fn method_not_allowed_for(method: &str, allowed: &[&str]) -> Self {
         OciError::new(
             ErrorCode::Unsupported,
+            405,
             format!("method {method} is not allowed here"),
         )
-        .with_status(405)
         .with_detail(json!({ "allowed": allowed }))
     }
 
     /// A 404 `BLOB_UNKNOWN` for a digest.
     pub fn blob_unknown(digest: &str) -> Self {
-        OciError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+        OciError::from_code(ErrorCode::BlobUnknown, "blob unknown to registry")
             .with_detail(json!({ "digest": digest }))
     }
 
     /// A 404 `BLOB_UPLOAD_UNKNOWN` for an upload id.
     pub fn upload_unknown(id: &str) -> Self {
-        OciError::new(ErrorCode::BlobUploadUnknown, "blob upload unknown")
+        OciError::from_code(ErrorCode::BlobUploadUnknown, "blob upload unknown")
             .with_detail(json!({ "id": id }))
     }
 
     /// A 400 `BLOB_UPLOAD_INVALID` with a reason.
     pub fn upload_invalid(reason: impl Into<String>) -> Self {
-        OciError::new(ErrorCode::BlobUploadInvalid, reason)
+        OciError::from_code(ErrorCode::BlobUploadInvalid, reason)
     }
 
     /// A 400 `DIGEST_INVALID` with a reason.
     pub fn digest_invalid(reason: impl Into<String>) -> Self {
-        OciError::new(ErrorCode::DigestInvalid, reason)
+        OciError::from_code(ErrorCode::DigestInvalid, reason)
     }
 
     /// A 404 `MANIFEST_UNKNOWN` for a tag or digest.
     pub fn manifest_unknown(reference: &str) -> Self {
-        OciError::new(ErrorCode::ManifestUnknown, "manifest unknown")
+        OciError::from_code(ErrorCode::ManifestUnknown, "manifest unknown")
             .with_detail(json!({ "reference": reference }))
     }
 
     /// A 400 `MANIFEST_INVALID` with a reason.
     pub fn manifest_invalid(reason: impl Into<String>) -> Self {
-        OciError::new(ErrorCode::ManifestInvalid, reason)
+        OciError::from_code(ErrorCode::ManifestInvalid, reason)
     }
 
     /// A 400 `MANIFEST_BLOB_UNKNOWN` for a referenced digest.
     pub fn manifest_blob_unknown(digest: &str) -> Self {
-        OciError::new(
+        OciError::from_code(
             ErrorCode::ManifestBlobUnknown,
             "manifest references a blob or manifest unknown to the \
              repository",
@@ -222,7 +232,7 @@ impl OciError {
 
     /// A 400 `NAME_INVALID` for a repository name, with a reason.
     pub fn name_invalid(name: &str, reason: &str) -> Self {
-        OciError::new(
+        OciError::from_code(
             ErrorCode::NameInvalid,
             format!("invalid repository name: {reason}"),
         )
@@ -231,18 +241,18 @@ impl OciError {
 
     /// A 404 `NAME_UNKNOWN` for a repository name.
     pub fn name_unknown(name: &str) -> Self {
-        OciError::new(ErrorCode::NameUnknown, "repository name not known")
+        OciError::from_code(ErrorCode::NameUnknown, "repository name not known")
             .with_detail(json!({ "name": name }))
     }
 
     /// A 400 `SIZE_INVALID` with a reason.
     pub fn size_invalid(reason: impl Into<String>) -> Self {
-        OciError::new(ErrorCode::SizeInvalid, reason)
+        OciError::from_code(ErrorCode::SizeInvalid, reason)
     }
 
     /// A 400 `UNSUPPORTED` for a request the registry cannot serve.
     pub fn unsupported(reason: impl Into<String>) -> Self {
-        OciError::new(ErrorCode::Unsupported, reason).with_status(400)
+        OciError::new(ErrorCode::Unsupported, 400, reason)
     }
 
     /// The JSON body for the response.
@@ -336,7 +346,8 @@ mod tests {
     #[test]
     fn unknown_path_is_404_and_bad_method_is_405() {
         assert_eq!(OciError::not_found("/x").status, 404);
-        let err = OciError::method_not_allowed("PUT", &["GET", "HEAD"]);
+        assert_eq!(OciError::method_not_allowed().status, 405);
+        let err = OciError::method_not_allowed_for("PUT", &["GET", "HEAD"]);
         assert_eq!(err.status, 405);
         assert_eq!(err.code, ErrorCode::Unsupported);
         assert_eq!(err.detail, Some(json!({"allowed": ["GET", "HEAD"]})));

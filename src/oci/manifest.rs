@@ -96,8 +96,10 @@ pub struct ParsedManifest {
     pub manifests: Vec<Descriptor>,
     /// The manifest this one refers to, for the referrers API.
     pub subject: Option<Descriptor>,
-    /// The `artifactType` field as written (see
-    /// [`ParsedManifest::effective_artifact_type`]).
+    /// The artifact type the referrers API reports for this manifest:
+    /// `artifactType` when set (and not empty); otherwise, for an image
+    /// manifest, the config's media type (distribution-spec, "Listing
+    /// Referrers"); otherwise `None`.
     pub artifact_type: Option<String>,
     /// The top-level annotations as a JSON object, when there are some.
     pub annotations_json: Option<String>,
@@ -121,24 +123,14 @@ impl ParsedManifest {
     pub fn required_manifests(&self) -> Vec<&str> {
         dedup(self.manifests.iter().map(|d| d.digest.as_str()))
     }
-
-    /// The artifact type the referrers API reports for this manifest.
-    ///
-    /// `artifactType` when set; otherwise, for an image manifest, the
-    /// config's media type (distribution-spec, "Listing Referrers").
-    pub fn effective_artifact_type(&self) -> Option<&str> {
-        if let Some(t) = &self.artifact_type {
-            return Some(t);
-        }
-        self.config.as_ref().map(|c| c.media_type.as_str())
-    }
 }
 
 /// Validates a pushed manifest.
 ///
-/// `content_type` is the request's `Content-Type`, if any. Generic
-/// values (`application/json`, `application/octet-stream`) say nothing
-/// and are ignored. Every failure is `MANIFEST_INVALID` with a message
+/// `content_type` is the request's `Content-Type`, if any; parameters
+/// are ignored. Generic values (`application/json`,
+/// `application/octet-stream`, a form type) say nothing about the
+/// manifest and count as absent. Every failure is `MANIFEST_INVALID` with a message
 /// that names the field.
 pub fn parse_manifest(
     content_type: Option<&str>,
@@ -153,10 +145,11 @@ pub fn parse_manifest(
         return Err(invalid("the manifest is not a JSON object"));
     };
 
-    // Schema 1 is refused by name, so clients know to push schema 2.
     let header_type = content_type.map(essence).filter(|t| !is_generic(t));
     let body_type = optional_media_type(&doc, "mediaType")?;
     let declared = declared_media_type(header_type, body_type)?;
+
+    // Schema 1 is refused by name, so clients know to push schema 2.
     check_schema_version(&doc, declared.as_deref())?;
 
     let kind = manifest_kind(&doc, declared.as_deref())?;
@@ -183,6 +176,11 @@ pub fn parse_manifest(
         Some(v) => Some(descriptor(v, "subject")?),
     };
 
+    // NOTE: the spec says "config's media type" without exception, so a
+    // plain image reports application/vnd.oci.image.config.v1+json.
+    let artifact_type =
+        artifact_type(&doc)?.or_else(|| config.as_ref().map(|c| c.media_type.clone()));
+
     Ok(ParsedManifest {
         media_type,
         kind,
@@ -190,7 +188,7 @@ pub fn parse_manifest(
         layers,
         manifests,
         subject,
-        artifact_type: artifact_type(&doc)?,
+        artifact_type,
         annotations_json: annotations(&doc, "annotations")?.map(|a| annotations_to_json(&a)),
     })
 }
@@ -401,7 +399,10 @@ fn annotations(
 fn is_generic(media_type: &str) -> bool {
     matches!(
         media_type,
-        "" | "application/json" | "application/octet-stream" | "*/*"
+        "" | "application/json"
+            | "application/octet-stream"
+            | "application/x-www-form-urlencoded"
+            | "*/*"
     )
 }
 

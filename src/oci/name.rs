@@ -50,7 +50,7 @@ pub fn validate_tag(tag: &str) -> Result<(), OciError> {
     }
 
     let shown = &tag[..floor_char_boundary(tag, MAX_TAG_BYTES + 1)];
-    Err(OciError::new(
+    Err(OciError::from_code(
         ErrorCode::ManifestInvalid,
         "invalid tag: it must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
     )

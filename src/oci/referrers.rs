@@ -20,8 +20,7 @@ pub struct ReferrerEntry {
     pub digest: String,
     /// The referring manifest's size in bytes.
     pub size: u64,
-    /// Its effective artifact type (see
-    /// [`ParsedManifest::effective_artifact_type`]).
+    /// Its artifact type as [`ParsedManifest::artifact_type`] gives it.
     pub artifact_type: Option<String>,
     /// Its top-level annotations as a JSON object, if any.
     pub annotations_json: Option<String>,
@@ -34,7 +33,7 @@ impl ReferrerEntry {
             media_type: manifest.media_type.clone(),
             digest: digest.to_string(),
             size,
-            artifact_type: manifest.effective_artifact_type().map(str::to_string),
+            artifact_type: manifest.artifact_type.clone(),
             annotations_json: manifest.annotations_json.clone(),
         }
     }
@@ -228,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn entry_from_manifest_uses_the_effective_artifact_type() {
+    fn entry_from_manifest_falls_back_to_the_config_media_type() {
         let body = format!(
             r#"{{"schemaVersion": 2, "mediaType": "{OCI_MANIFEST}",
                 "config": {{"mediaType": "application/vnd.example.config",

@@ -145,7 +145,7 @@ pub fn route(method: &str, path: &str, query: &str) -> Result<Route, OciError> {
 
     let allowed = shape.allowed_methods();
     if !allowed.contains(&method) {
-        return Err(OciError::method_not_allowed(method, allowed));
+        return Err(OciError::method_not_allowed_for(method, allowed));
     }
 
     let route = check_shape(shape)?;

@@ -70,9 +70,8 @@ fn oci_image_manifest_lists_config_and_layers() {
         m.annotations_json.as_deref(),
         Some(r#"{"org.example.a":"1","org.example.b":"2"}"#)
     );
-    assert_eq!(m.artifact_type, None);
     assert_eq!(
-        m.effective_artifact_type(),
+        m.artifact_type.as_deref(),
         Some(super::super::media_type::OCI_CONFIG)
     );
 }
@@ -168,7 +167,7 @@ fn artifact_manifest_reports_its_artifact_type() {
     let m = parse(Some(OCI_MANIFEST), &body);
 
     assert_eq!(
-        m.effective_artifact_type(),
+        m.artifact_type.as_deref(),
         Some("application/vnd.example+type")
     );
     assert_eq!(m.required_blobs(), [d('e')]);
@@ -182,9 +181,8 @@ fn empty_artifact_type_counts_as_absent() {
         1,
     );
     let m = parse(None, &body);
-    assert_eq!(m.artifact_type, None);
     assert_eq!(
-        m.effective_artifact_type(),
+        m.artifact_type.as_deref(),
         Some(super::super::media_type::OCI_CONFIG)
     );
 }
