@@ -155,7 +155,7 @@ impl Registry {
     pub async fn ping(&self) -> Result<(), Failure> {
         let url = format!("{}/v2/", self.base_text);
         let resp = self.send("ping", "", false, || self.http.get(&url)).await?;
-        expect("ping", &resp, &[StatusCode::OK])?;
+        let resp = expect("ping", resp, &[StatusCode::OK]).await?;
         drain("ping", resp).await?;
         Ok(())
     }
@@ -196,7 +196,7 @@ impl Registry {
                 drain("blob post", resp).await?;
                 return Ok(blob.size());
             }
-            expect("blob post", &resp, &[StatusCode::ACCEPTED])?;
+            let resp = expect("blob post", resp, &[StatusCode::ACCEPTED]).await?;
             let location = self.location("blob post", &resp)?;
             drain("blob post", resp).await?;
             return self.put_blob(repository, location, blob, true).await;
@@ -251,7 +251,7 @@ impl Registry {
             drain("blob mount", resp).await?;
             return Ok((0, true));
         }
-        expect("blob mount", &resp, &[StatusCode::ACCEPTED])?;
+        let resp = expect("blob mount", resp, &[StatusCode::ACCEPTED]).await?;
         let location = self.location("blob mount", &resp)?;
         drain("blob mount", resp).await?;
         let sent = self.put_blob(repository, location, blob, true).await?;
@@ -281,7 +281,7 @@ impl Registry {
             Some(_) => StatusCode::PARTIAL_CONTENT,
             None => StatusCode::OK,
         };
-        expect("blob get", &resp, &[want])?;
+        let resp = expect("blob get", resp, &[want]).await?;
         let received = drain("blob get", resp).await?;
 
         let expected = range.map(|(start, end)| end - start);
@@ -314,7 +314,7 @@ impl Registry {
                     .body(manifest.clone())
             })
             .await?;
-        expect("manifest put", &resp, &[StatusCode::CREATED])?;
+        let resp = expect("manifest put", resp, &[StatusCode::CREATED]).await?;
         drain("manifest put", resp).await?;
         Ok(size)
     }
@@ -341,7 +341,7 @@ impl Registry {
                     .header(ACCEPT, MANIFEST_ACCEPT)
             })
             .await?;
-        expect(op, &resp, &[StatusCode::OK])?;
+        let resp = expect(op, resp, &[StatusCode::OK]).await?;
         resp.bytes().await.map_err(|e| Failure::transport(op, &e))
     }
 
@@ -351,7 +351,7 @@ impl Registry {
         let resp = self
             .send("tags list", repository, false, || self.http.get(&url))
             .await?;
-        expect("tags list", &resp, &[StatusCode::OK])?;
+        let resp = expect("tags list", resp, &[StatusCode::OK]).await?;
         resp.bytes()
             .await
             .map_err(|e| Failure::transport("tags list", &e))
@@ -363,7 +363,7 @@ impl Registry {
         let resp = self
             .send("catalog", "", false, || self.http.get(&url))
             .await?;
-        expect("catalog", &resp, &[StatusCode::OK])?;
+        let resp = expect("catalog", resp, &[StatusCode::OK]).await?;
         resp.bytes()
             .await
             .map_err(|e| Failure::transport("catalog", &e))
@@ -375,7 +375,7 @@ impl Registry {
                 self.http.post(uploads).header(CONTENT_LENGTH, 0)
             })
             .await?;
-        expect("upload start", &resp, &[StatusCode::ACCEPTED])?;
+        let resp = expect("upload start", resp, &[StatusCode::ACCEPTED]).await?;
         let location = self.location("upload start", &resp)?;
         drain("upload start", resp).await?;
         Ok(location)
@@ -404,7 +404,7 @@ impl Registry {
                 }
             })
             .await?;
-        expect("upload patch", &resp, &[StatusCode::ACCEPTED])?;
+        let resp = expect("upload patch", resp, &[StatusCode::ACCEPTED]).await?;
         let next = self.location("upload patch", &resp)?;
         drain("upload patch", resp).await?;
         Ok(next)
@@ -432,7 +432,7 @@ impl Registry {
                 }
             })
             .await?;
-        expect("upload put", &resp, &[StatusCode::CREATED])?;
+        let resp = expect("upload put", resp, &[StatusCode::CREATED]).await?;
         drain("upload put", resp).await?;
         Ok(blob.size())
     }
@@ -599,12 +599,32 @@ fn with_query(base: &str, pairs: &[(&str, &str)]) -> Result<Url, Failure> {
     Ok(url)
 }
 
-fn expect(op: &str, resp: &Response, allowed: &[StatusCode]) -> Result<(), Failure> {
+/// Most bytes of an unexpected response's body kept for the report.
+const ERROR_BODY_BYTES: usize = 300;
+
+/// Passes the response on when its status is allowed; otherwise fails with
+/// the status and the start of the body (the registry's error code).
+async fn expect(op: &str, mut resp: Response, allowed: &[StatusCode]) -> Result<Response, Failure> {
     if allowed.contains(&resp.status()) {
-        Ok(())
-    } else {
-        Err(Failure::status(op, resp.status()))
+        return Ok(resp);
     }
+
+    let mut failure = Failure::status(op, resp.status());
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(ERROR_BODY_BYTES);
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    if !text.is_empty() {
+        failure.detail.push_str(": ");
+        failure.detail.push_str(text);
+    }
+    Err(failure)
 }
 
 /// Reads a response body to its end without keeping it; returns its length.

@@ -239,7 +239,7 @@ async fn draw_progress(shared: &Shared, title: &str, duration: Duration) {
             };
             let goal = match shared.count {
                 Some(count) => format!("{ops}/{count} ops"),
-                None => format!("{secs:.0}/{:.0}s, {ops} ops", duration.as_secs_f64()),
+                None => format!("{secs:.1}/{:.1}s, {ops} ops", duration.as_secs_f64()),
             };
             format!("{goal}, {rate:.1} MB/s")
         };
