@@ -216,7 +216,7 @@ impl MetaLog {
     pub fn rotate(&self) -> (u32, u64) {
         let gen = self.appending_gen.get() + 1;
         self.appending_gen.set(gen);
-        self.bytes_in_gen.set(0);
+        self.bytes_in_gen.set(LOG_HEADER_BYTES);
         // An empty batch makes the next flush create the new file.
         self.batches.borrow_mut().push((gen, Vec::new()));
         (gen, self.appended_lsn.get())
@@ -227,7 +227,8 @@ impl MetaLog {
         self.file.borrow().file.alloc_dma_buffer(bytes)
     }
 
-    /// Bytes appended to the current generation.
+    /// Bytes of the current generation's file once everything queued is
+    /// written (header included).
     pub fn bytes_in_generation(&self) -> u64 {
         self.bytes_in_gen.get()
     }

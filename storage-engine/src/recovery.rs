@@ -81,8 +81,8 @@ pub(crate) async fn recover(
         let path = dir.join(log_file_name(gen));
         let replay = replay_log(&path, gen, &mut state)?;
         report.log_frames += replay.frames;
-        if replay.valid_len < replay.file_len {
-            let cut = replay.file_len - replay.valid_len;
+        let cut = garbage_after(id, &path, replay.valid_len, replay.file_len)?;
+        if cut > 0 {
             report.bytes_cut += cut;
             report.cuts.push(format!(
                 "{}: {cut} bytes cut at offset {} ({})",
@@ -409,6 +409,25 @@ fn replay_log(path: &Path, gen: u32, state: &mut State) -> Result<Replay> {
     }
 }
 
+/// Bytes from `from` up to the last non-zero byte before `len`: what a
+/// torn write left behind the valid frames (zero padding is not a cut).
+fn garbage_after(id: u16, path: &Path, from: u64, len: u64) -> Result<u64> {
+    let io = |e| StorageError::io(id, "read metadata log", path, e);
+    let file = File::open(path).map_err(io)?;
+    let mut last_nonzero = None;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at).map_err(io)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            last_nonzero = Some(at + i as u64);
+        }
+        at += n as u64;
+    }
+    Ok(last_nonzero.map_or(0, |i| i + 1 - from))
+}
+
 /// Cuts a log file to `len` bytes, durably.
 fn cut_file(id: u16, path: &Path, len: u64) -> Result<()> {
     let cut = || -> std::io::Result<()> {
@@ -510,6 +529,15 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
                 pos += BLOCK_BYTES;
                 hole += BLOCK_BYTES;
             }
+        }
+    }
+
+    // A file that ends inside a block (cut by hand) ends with a torn piece.
+    if pos < len && hole < MAX_HOLE_BYTES {
+        let mut rest = vec![0u8; (len - pos) as usize];
+        file.read_exact_at(&mut rest, pos).map_err(io)?;
+        if rest.iter().any(|&b| b != 0) {
+            scan.bytes_cut += len - pos;
         }
     }
     Ok(scan)

@@ -46,3 +46,45 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 pub fn sha(b: &[u8]) -> Digest {
     digest_of(DigestAlgorithm::Sha256, b)
 }
+
+/// Copies every file of `src` into `dst` (one level of shard directories),
+/// truncating the file named `cut` to `cut_at` bytes.
+pub fn copy_tree(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    cut: Option<(&std::path::Path, u64)>,
+) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&from, &to, cut);
+            continue;
+        }
+        match cut {
+            Some((path, len)) if path == from => {
+                let bytes = std::fs::read(&from).unwrap();
+                std::fs::write(&to, &bytes[..len as usize]).unwrap();
+            }
+            _ => {
+                std::fs::copy(&from, &to).unwrap();
+            }
+        }
+    }
+}
+
+/// The shard's metadata log files, oldest first.
+pub fn meta_logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("meta-") && name.ends_with(".log")
+        })
+        .collect();
+    logs.sort();
+    logs
+}
