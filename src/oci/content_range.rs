@@ -11,11 +11,16 @@ use super::errors::{ErrorCode, OciError};
 /// The longest `Content-Range` value read, in bytes.
 pub const MAX_CONTENT_RANGE_BYTES: usize = 128;
 
+/// The largest byte offset a range may name: blob sizes are int64 in
+/// the image-spec, so `end + 1` never overflows a `u64` for callers.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+
 /// Reads a `Content-Range` into `(start, end)`, `end` inclusive.
 ///
 /// Accepted: `<start>-<end>`, `bytes <start>-<end>/<total>`,
-/// `bytes <start>-<end>/*` and `bytes=<start>-<end>`. A malformed value
-/// or `end < start` is a 400 `BLOB_UPLOAD_INVALID`.
+/// `bytes <start>-<end>/*` and `bytes=<start>-<end>`. A malformed value,
+/// `end < start` or an offset past [`MAX_OFFSET`] is a 400
+/// `BLOB_UPLOAD_INVALID`.
 pub fn parse_content_range(value: &str) -> Result<(u64, u64), OciError> {
     let bad = |reason: &str| {
         OciError::upload_invalid(format!("Content-Range: {reason}"))
@@ -50,6 +55,9 @@ pub fn parse_content_range(value: &str) -> Result<(u64, u64), OciError> {
     if end < start {
         return Err(bad("end before start"));
     }
+    if end > MAX_OFFSET {
+        return Err(bad("offset past 2^63-1"));
+    }
     Ok((start, end))
 }
 
@@ -74,9 +82,9 @@ pub fn check_chunk(
         .with_detail(serde_json::json!({ "expected_start": received })));
     }
 
-    // end >= start was checked by the parser; the +1 cannot overflow
-    // unless end is u64::MAX, which no body can reach.
-    let range_len = (end - start).saturating_add(1);
+    // The parser guarantees start <= end <= MAX_OFFSET; saturating
+    // keeps a hand-made range from panicking all the same.
+    let range_len = end.saturating_sub(start).saturating_add(1);
     match content_length {
         Some(len) if len != range_len => Err(OciError::size_invalid(format!(
             "Content-Length {len} does not match Content-Range length \
@@ -132,7 +140,7 @@ mod tests {
             ("bytes 0-99/*", (0, 99)),
             ("bytes=10-19", (10, 19)),
             ("BYTES 1-2/3", (1, 2)),
-            ("0-18446744073709551614", (0, u64::MAX - 1)),
+            ("0-9223372036854775807", (0, MAX_OFFSET)),
         ];
         for (value, want) in cases {
             assert_eq!(parse_content_range(value), Ok(want), "{value:?}");
@@ -153,6 +161,8 @@ mod tests {
             "1 -2",
             "9-5",
             "0-18446744073709551616",
+            "0-18446744073709551615",
+            "0-9223372036854775808",
             "0-1-2",
             "bytes 0-99/x",
             "bytes 0-99/",

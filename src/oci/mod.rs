@@ -19,3 +19,6 @@ pub mod name;
 pub mod pagination;
 pub mod referrers;
 pub mod route;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::oci::errors::ErrorCode;
+use crate::oci::fuzz_tests::Rng;
 use crate::oci::media_type::OCI_EMPTY;
 
 /// A sha256 digest made of one repeated hex digit.
@@ -431,22 +432,6 @@ fn sha512_descriptors_are_accepted() {
     let body = oci_image().replacen(&d('2'), &digest, 1);
     let m = parse(None, &body);
     assert_eq!(m.layers[1].digest, digest);
-}
-
-/// A small xorshift PRNG, so the fuzz loop needs no crate and repeats.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[test]
