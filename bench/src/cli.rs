@@ -424,7 +424,7 @@ impl Setup {
                 started_unix_secs,
                 seed: self.seed,
                 machine: Machine::probe(),
-                command_line: std::env::args().collect(),
+                command_line: std::env::args().map(|a| redact(&a)).collect(),
                 targets: self
                     .specs
                     .iter()
@@ -480,6 +480,17 @@ impl Setup {
     }
 }
 
+/// Hides passwords and tokens given in `--target` settings.
+fn redact(arg: &str) -> String {
+    arg.split(',')
+        .map(|part| match part.split_once('=') {
+            Some((key @ ("password" | "token"), _)) => format!("{key}=***"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn write_file(path: &PathBuf, text: &str) -> u8 {
     match std::fs::write(path, text) {
         Ok(()) => EXIT_OK,
@@ -487,5 +498,19 @@ fn write_file(path: &PathBuf, text: &str) -> u8 {
             eprintln!("berth-bench: cannot write {}: {e}", path.display());
             EXIT_USAGE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_from_the_command_line() {
+        assert_eq!(
+            redact("a=http://x,user=me,password=hunter2,token=t"),
+            "a=http://x,user=me,password=***,token=***"
+        );
+        assert_eq!(redact("push:size=1MiB"), "push:size=1MiB");
     }
 }
