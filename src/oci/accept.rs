@@ -5,8 +5,6 @@
 //! with, so negotiation here is a yes or no: does the client accept that
 //! type? The handler decides what to answer when it does not.
 
-use super::media_type::essence;
-
 /// The most media ranges read from all `Accept` values together; the
 /// rest are ignored.
 pub const MAX_MEDIA_RANGES: usize = 64;
@@ -19,7 +17,7 @@ pub const MAX_MEDIA_RANGES: usize = 64;
 /// over `type/*` over `*/*`) and a `q` of 0 refuses. Malformed ranges
 /// and ranges with a malformed `q` are skipped.
 pub fn accepts(accept_values: &[&str], media_type: &str) -> bool {
-    let wanted = essence(media_type);
+    let wanted = media_type.split(';').next().unwrap_or("").trim();
     let Some((kind, _)) = wanted.split_once('/') else {
         return false;
     };
@@ -35,12 +33,19 @@ pub fn accepts(accept_values: &[&str], media_type: &str) -> bool {
     for range in ranges {
         any_range = true;
 
-        let specificity = match range.essence.as_str() {
-            "*/*" => 1,
-            r if r == wanted => 3,
-            r if r.strip_suffix("/*") == Some(kind) => 2,
-            _ => continue,
+        // Media types compare without case (RFC 9110, section 8.3.1).
+        let specificity = if range.kind == "*" {
+            1
+        } else if !range.kind.eq_ignore_ascii_case(kind) {
+            continue;
+        } else if range.subtype == "*" {
+            2
+        } else if range.essence.eq_ignore_ascii_case(wanted) {
+            3
+        } else {
+            continue;
         };
+
         // Among equally specific ranges the most generous q wins.
         if best.is_none_or(|b| (specificity, range.q_millis) > b) {
             best = Some((specificity, range.q_millis));
@@ -53,18 +58,22 @@ pub fn accepts(accept_values: &[&str], media_type: &str) -> bool {
     }
 }
 
-/// One media range of an `Accept` value.
-struct MediaRange {
-    /// `type/subtype`, lowercased; either part may be `*`.
-    essence: String,
+/// One media range of an `Accept` value, borrowed from the header.
+struct MediaRange<'a> {
+    /// `type/subtype` as sent; either part may be `*`.
+    essence: &'a str,
+    /// The part before the slash.
+    kind: &'a str,
+    /// The part after the slash.
+    subtype: &'a str,
     /// The quality weight in thousandths (RFC 9110, section 12.4.2).
     q_millis: u16,
 }
 
-impl MediaRange {
-    fn parse(text: &str) -> Option<MediaRange> {
+impl<'a> MediaRange<'a> {
+    fn parse(text: &'a str) -> Option<MediaRange<'a>> {
         let mut parts = text.split(';');
-        let essence = parts.next()?.trim().to_ascii_lowercase();
+        let essence = parts.next()?.trim();
         let (kind, subtype) = essence.split_once('/')?;
         if !is_token(kind) || !is_token(subtype) || (kind == "*" && subtype != "*") {
             return None;
@@ -79,7 +88,12 @@ impl MediaRange {
                 q_millis = parse_q(value.trim())?;
             }
         }
-        Some(MediaRange { essence, q_millis })
+        Some(MediaRange {
+            essence,
+            kind,
+            subtype,
+            q_millis,
+        })
     }
 }
 

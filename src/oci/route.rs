@@ -10,6 +10,8 @@
 //! Segments are split on raw `/` first and percent-decoded after, so an
 //! encoded slash (`%2F`) can never change where a name ends.
 
+use std::borrow::Cow;
+
 use super::digest::{looks_like_digest, validate_digest};
 use super::errors::OciError;
 use super::name::{validate_repository, validate_tag};
@@ -39,12 +41,24 @@ impl Reference {
     /// A bad digest is `DIGEST_INVALID` (or `UNSUPPORTED` for an unknown
     /// algorithm); a bad tag is `MANIFEST_INVALID`.
     pub fn parse(reference: &str) -> Result<Self, OciError> {
-        if looks_like_digest(reference) {
-            validate_digest(reference)?;
-            return Ok(Reference::Digest(reference.to_string()));
+        Reference::parse_owned(reference.to_string())
+    }
+
+    /// [`Reference::parse`] without copying the string.
+    fn parse_owned(reference: String) -> Result<Self, OciError> {
+        if looks_like_digest(&reference) {
+            validate_digest(&reference)?;
+            return Ok(Reference::Digest(reference));
         }
-        validate_tag(reference)?;
-        Ok(Reference::Tag(reference.to_string()))
+        validate_tag(&reference)?;
+        Ok(Reference::Tag(reference))
+    }
+
+    /// The tag or digest, taken out.
+    fn into_string(self) -> String {
+        match self {
+            Reference::Tag(s) | Reference::Digest(s) => s,
+        }
     }
 
     /// The tag or digest as written.
@@ -188,7 +202,7 @@ pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Percent-decodes one path segment (`+` stays a `+`).
 pub fn percent_decode(segment: &str) -> String {
-    decode(segment, false)
+    decode(segment, false).into_owned()
 }
 
 /// A route whose path segments are decoded but not yet checked.
@@ -204,10 +218,9 @@ fn match_shape(path: &str) -> Result<Route, OciError> {
         return Ok(Route::Catalog);
     }
 
-    let raw: Vec<&str> = rest.split('/').collect();
-    let segments: Vec<String> = raw.iter().map(|s| percent_decode(s)).collect();
+    let segments: Vec<Cow<str>> = rest.split('/').map(|s| decode(s, false)).collect();
     let n = segments.len();
-    let at = |i: usize| segments[i].as_str();
+    let at = |i: usize| segments[i].as_ref();
 
     // Each arm needs at least one name segment before its suffix.
     let name = |suffix: usize| join_name(&segments[..n - suffix]);
@@ -215,7 +228,7 @@ fn match_shape(path: &str) -> Result<Route, OciError> {
         Route::Manifest {
             name: name(2)?,
             // Checked later; kept as a tag until then.
-            reference: Reference::Tag(segments[n - 1].clone()),
+            reference: Reference::Tag(segments[n - 1].to_string()),
         }
     } else if n >= 4 && at(n - 3) == "blobs" && at(n - 2) == "uploads" {
         if at(n - 1).is_empty() {
@@ -223,7 +236,7 @@ fn match_shape(path: &str) -> Result<Route, OciError> {
         } else {
             Route::Upload {
                 name: name(3)?,
-                id: segments[n - 1].clone(),
+                id: segments[n - 1].to_string(),
             }
         }
     } else if n >= 3 && at(n - 2) == "blobs" && at(n - 1) == "uploads" {
@@ -233,14 +246,14 @@ fn match_shape(path: &str) -> Result<Route, OciError> {
     } else if n >= 3 && at(n - 2) == "blobs" {
         Route::Blob {
             name: name(2)?,
-            digest: segments[n - 1].clone(),
+            digest: segments[n - 1].to_string(),
         }
     } else if n >= 3 && at(n - 2) == "tags" && at(n - 1) == "list" {
         Route::TagsList { name: name(2)? }
     } else if n >= 3 && at(n - 2) == "referrers" {
         Route::Referrers {
             name: name(2)?,
-            digest: segments[n - 1].clone(),
+            digest: segments[n - 1].to_string(),
         }
     } else {
         return Err(not_found());
@@ -257,7 +270,7 @@ fn check_shape(shape: Route) -> Result<Route, OciError> {
     let route = match shape {
         Route::Manifest { name, reference } => Route::Manifest {
             name,
-            reference: Reference::parse(reference.as_str())?,
+            reference: Reference::parse_owned(reference.into_string())?,
         },
         Route::Blob { name, digest } => {
             validate_digest(&digest)?;
@@ -280,7 +293,7 @@ fn check_shape(shape: Route) -> Result<Route, OciError> {
 
 /// Joins decoded name segments; a segment that decoded to contain `/`
 /// would make an alias of another name, so it is refused.
-fn join_name(segments: &[String]) -> Result<String, OciError> {
+fn join_name(segments: &[Cow<str>]) -> Result<String, OciError> {
     let name = segments.join("/");
     if segments.iter().any(|s| s.contains('/')) {
         return Err(OciError::name_invalid(&name, "encoded '/' in a name"));
@@ -298,10 +311,16 @@ fn is_plausible_upload_id(id: &str) -> bool {
 }
 
 fn decode_form(s: &str) -> String {
-    decode(s, true)
+    decode(s, true).into_owned()
 }
 
-fn decode(s: &str, plus_is_space: bool) -> String {
+fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
+    // Most segments have nothing to decode.
+    let has_plus = plus_is_space && s.contains('+');
+    if !s.contains('%') && !has_plus {
+        return Cow::Borrowed(s);
+    }
+
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
 
@@ -324,7 +343,9 @@ fn decode(s: &str, plus_is_space: bool) -> String {
         i += 1;
     }
 
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    let text = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Cow::Owned(text)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
