@@ -48,3 +48,48 @@ pub use types::{
     UploadInfo, MIN_SEGMENT_BYTES,
 };
 pub use upload::UploadAppend;
+
+/// Measurement hooks for the bench binary and the memory tests; not part of
+/// the supported API.
+#[doc(hidden)]
+pub mod probe {
+    use crate::index::SortedIndex;
+    use crate::location::BlobLocation;
+
+    /// A bare sha256 blob index, to measure what one entry costs.
+    pub struct IndexProbe(SortedIndex<32>);
+
+    impl Default for IndexProbe {
+        fn default() -> Self {
+            IndexProbe(SortedIndex::new())
+        }
+    }
+
+    impl IndexProbe {
+        /// Inserts `key` with a location derived from `n`.
+        pub fn insert(&mut self, key: &[u8; 32], n: u64) {
+            let loc = BlobLocation::new((n % 7) as u16, n as u32, (n >> 8) as u32, n);
+            self.0.insert(key, &loc);
+        }
+
+        /// True if `key` is present.
+        pub fn contains(&self, key: &[u8; 32]) -> bool {
+            self.0.get(key).is_some()
+        }
+
+        /// Entries.
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// True when empty.
+        pub fn is_empty(&self) -> bool {
+            self.0.len() == 0
+        }
+
+        /// Heap bytes as the index counts them.
+        pub fn heap_bytes(&self) -> usize {
+            self.0.heap_bytes()
+        }
+    }
+}

@@ -324,6 +324,20 @@ impl Shard {
             .await
     }
 
+    /// Records many index entries with one sync (bulk loads, repairs);
+    /// durable before it returns.
+    pub async fn index_put_batch(&self, entries: &[(Digest, BlobLocation)]) -> Result<()> {
+        self.inner
+            .log_with(|_| {
+                let ops = entries
+                    .iter()
+                    .map(|&(digest, loc)| MetaOp::IndexPut { digest, loc })
+                    .collect();
+                Ok((ops, ()))
+            })
+            .await
+    }
+
     /// Where the blob `digest` lives, if it is indexed here.
     pub fn index_get(&self, digest: &Digest) -> Option<BlobLocation> {
         self.inner.state.borrow().index_get(digest)
