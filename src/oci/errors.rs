@@ -12,6 +12,13 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
+/// The most bytes of a client-supplied path, name or digest echoed in
+/// an error's detail; the rest is cut.
+pub const MAX_DETAIL_BYTES: usize = 256;
+
+/// The longest error message kept, in bytes; longer ones are cut.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
 /// An error code from the distribution-spec's error table.
 ///
 /// The spec lists codes 1 to 14 (section "Error Codes"); clients treat
@@ -136,10 +143,20 @@ pub struct OciError {
 
 impl OciError {
     /// An error with an explicit HTTP status and no detail.
+    ///
+    /// A message longer than [`MAX_MESSAGE_BYTES`] is cut, since
+    /// messages often quote what the client sent.
     pub fn new(code: ErrorCode, status: u16, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE_BYTES {
+            let end = shown_len(&message, MAX_MESSAGE_BYTES);
+            message.truncate(end);
+            message.push('…');
+        }
+
         OciError {
             code,
-            message: message.into(),
+            message,
             detail: None,
             status,
         }
@@ -166,7 +183,7 @@ impl OciError {
     /// A 404 `UNSUPPORTED` for a path the API does not define.
     pub fn not_found(path: &str) -> Self {
         OciError::new(ErrorCode::Unsupported, 404, "no such endpoint")
-            .with_detail(json!({ "path": path }))
+            .with_detail(json!({ "path": shown(path) }))
     }
 
     /// A 405 `UNSUPPORTED` for a method the endpoint does not allow.
@@ -190,13 +207,13 @@ impl OciError {
     /// A 404 `BLOB_UNKNOWN` for a digest.
     pub fn blob_unknown(digest: &str) -> Self {
         OciError::from_code(ErrorCode::BlobUnknown, "blob unknown to registry")
-            .with_detail(json!({ "digest": digest }))
+            .with_detail(json!({ "digest": shown(digest) }))
     }
 
     /// A 404 `BLOB_UPLOAD_UNKNOWN` for an upload id.
     pub fn upload_unknown(id: &str) -> Self {
         OciError::from_code(ErrorCode::BlobUploadUnknown, "blob upload unknown")
-            .with_detail(json!({ "id": id }))
+            .with_detail(json!({ "id": shown(id) }))
     }
 
     /// A 400 `BLOB_UPLOAD_INVALID` with a reason.
@@ -212,7 +229,7 @@ impl OciError {
     /// A 404 `MANIFEST_UNKNOWN` for a tag or digest.
     pub fn manifest_unknown(reference: &str) -> Self {
         OciError::from_code(ErrorCode::ManifestUnknown, "manifest unknown")
-            .with_detail(json!({ "reference": reference }))
+            .with_detail(json!({ "reference": shown(reference) }))
     }
 
     /// A 400 `MANIFEST_INVALID` with a reason.
@@ -227,7 +244,7 @@ impl OciError {
             "manifest references a blob or manifest unknown to the \
              repository",
         )
-        .with_detail(json!({ "digest": digest }))
+        .with_detail(json!({ "digest": shown(digest) }))
     }
 
     /// A 400 `NAME_INVALID` for a repository name, with a reason.
@@ -236,13 +253,13 @@ impl OciError {
             ErrorCode::NameInvalid,
             format!("invalid repository name: {reason}"),
         )
-        .with_detail(json!({ "name": name }))
+        .with_detail(json!({ "name": shown(name) }))
     }
 
     /// A 404 `NAME_UNKNOWN` for a repository name.
     pub fn name_unknown(name: &str) -> Self {
         OciError::from_code(ErrorCode::NameUnknown, "repository name not known")
-            .with_detail(json!({ "name": name }))
+            .with_detail(json!({ "name": shown(name) }))
     }
 
     /// A 400 `SIZE_INVALID` with a reason.
@@ -270,6 +287,21 @@ impl OciError {
         let body = json!({ "errors": [Value::Object(entry)] });
         body.to_string().into_bytes()
     }
+}
+
+/// Cuts client-supplied text to [`MAX_DETAIL_BYTES`] for an error body.
+fn shown(text: &str) -> &str {
+    &text[..shown_len(text, MAX_DETAIL_BYTES)]
+}
+
+/// The longest prefix of `text` within `max` bytes that ends on a
+/// character boundary.
+fn shown_len(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 impl fmt::Display for OciError {
@@ -334,6 +366,19 @@ mod tests {
                 "message": "bad \"json\"",
             }]})
         );
+    }
+
+    #[test]
+    fn echoed_client_text_is_cut() {
+        let long = "é".repeat(1000);
+        let err = OciError::not_found(&long);
+        let path = err.detail.unwrap()["path"].as_str().unwrap().to_string();
+        assert!(path.len() <= MAX_DETAIL_BYTES);
+        assert!(long.starts_with(&path));
+
+        let err = OciError::manifest_invalid(long.clone());
+        assert!(err.message.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(err.message.ends_with('…'));
     }
 
     #[test]
