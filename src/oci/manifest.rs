@@ -241,8 +241,9 @@ fn manifest_kind(
     doc: &Map<String, Value>,
     declared: Option<&str>,
 ) -> Result<ManifestKind, OciError> {
-    let has_index_shape = doc.contains_key("manifests");
-    let has_image_shape = doc.contains_key("config") || doc.contains_key("layers");
+    let present = |key| doc.get(key).is_some_and(|v| !v.is_null());
+    let has_index_shape = present("manifests");
+    let has_image_shape = present("config") || present("layers");
 
     let by_type = declared.and_then(|t| match t {
         t if t.eq_ignore_ascii_case(OCI_MANIFEST) => Some(ManifestKind::OciImage),
@@ -282,11 +283,13 @@ fn descriptor_list(
     field: &str,
     count: &mut usize,
 ) -> Result<Vec<Descriptor>, OciError> {
-    let Some(value) = doc.get(field) else {
-        return Err(invalid(format!("{field}: missing")));
-    };
-    let Value::Array(items) = value else {
-        return Err(invalid(format!("{field}: not an array")));
+    // NOTE: Go clients marshal an empty list as null; that is an empty
+    // list, not a missing one.
+    let items = match doc.get(field) {
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(Value::Null) => &[],
+        Some(_) => return Err(invalid(format!("{field}: not an array"))),
+        None => return Err(invalid(format!("{field}: missing"))),
     };
 
     *count += items.len();

@@ -175,6 +175,28 @@ fn artifact_manifest_reports_its_artifact_type() {
 }
 
 #[test]
+fn null_lists_are_empty_lists() {
+    let image = format!(
+        r#"{{"schemaVersion": 2, "mediaType": "{OCI_MANIFEST}",
+            "config": {}, "layers": null}}"#,
+        desc(OCI_EMPTY, 'e', 2)
+    );
+    let m = parse(None, &image);
+    assert_eq!((m.kind, m.layers.len()), (ManifestKind::OciImage, 0));
+
+    let index = format!(r#"{{"schemaVersion": 2, "mediaType": "{OCI_INDEX}", "manifests": null}}"#);
+    let m = parse(None, &index);
+    assert_eq!((m.kind, m.manifests.len()), (ManifestKind::OciIndex, 0));
+
+    // Without a media type, null says nothing about the shape.
+    let guessed = format!(
+        r#"{{"schemaVersion": 2, "manifests": null, "config": {}, "layers": []}}"#,
+        desc(OCI_EMPTY, 'e', 2)
+    );
+    assert_eq!(parse(None, &guessed).kind, ManifestKind::OciImage);
+}
+
+#[test]
 fn empty_artifact_type_counts_as_absent() {
     let body = oci_image().replacen(
         r#""schemaVersion": 2"#,
