@@ -107,22 +107,39 @@ pub struct ParsedManifest {
 
 impl ParsedManifest {
     /// Blob digests that must exist in the repository before the
-    /// manifest is accepted: the config and every layer that is not
-    /// foreign, each once, in manifest order.
+    /// manifest is accepted, each once, in manifest order: the config,
+    /// every layer that is not foreign, and the children of an index
+    /// that are not manifests (see [`ParsedManifest::required_manifests`]).
     pub fn required_blobs(&self) -> Vec<&str> {
         let layers = self.layers.iter().filter(|d| !d.is_foreign());
-        let all = self.config.iter().chain(layers);
+        let blob_children = self.manifests.iter().filter(|d| !is_manifest_type(d));
+        let all = self.config.iter().chain(layers).chain(blob_children);
         dedup(all.map(|d| d.digest.as_str()))
     }
 
-    /// Manifest digests that must exist in the repository: the children
-    /// of an index, each once, in manifest order.
+    /// Manifest digests that must exist in the repository, each once,
+    /// in manifest order: the children of an index whose media type is
+    /// a manifest or index type.
+    ///
+    /// NOTE: the image-spec asks implementations not to fail on a child
+    /// media type they do not know, and build caches list plain blobs
+    /// in an index; such children are required as blobs instead.
     ///
     /// The `subject` is not among them: the spec asks registries to
     /// accept a manifest whose subject is not there (yet).
     pub fn required_manifests(&self) -> Vec<&str> {
-        dedup(self.manifests.iter().map(|d| d.digest.as_str()))
+        let children = self.manifests.iter().filter(|d| is_manifest_type(d));
+        dedup(children.map(|d| d.digest.as_str()))
     }
+}
+
+/// Whether a descriptor points at a manifest or an index, by media type.
+fn is_manifest_type(descriptor: &Descriptor) -> bool {
+    let media_type = descriptor.media_type.as_str();
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST]
+        .iter()
+        .any(|known| media_type.eq_ignore_ascii_case(known))
+        || is_docker_schema1(media_type)
 }
 
 /// Validates a pushed manifest.

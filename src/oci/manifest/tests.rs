@@ -175,6 +175,22 @@ fn artifact_manifest_reports_its_artifact_type() {
 }
 
 #[test]
+fn index_children_that_are_not_manifests_are_required_as_blobs() {
+    let body = format!(
+        r#"{{"schemaVersion": 2, "mediaType": "{OCI_INDEX}",
+            "manifests": [{}, {}, {}, {}]}}"#,
+        desc(OCI_MANIFEST, 'a', 1),
+        desc("application/vnd.buildkit.cacheconfig.v0", 'c', 2),
+        desc(LAYER, '1', 3),
+        desc(DOCKER_LIST, 'b', 4),
+    );
+    let m = parse(None, &body);
+
+    assert_eq!(m.required_manifests(), [d('a'), d('b')]);
+    assert_eq!(m.required_blobs(), [d('c'), d('1')]);
+}
+
+#[test]
 fn null_lists_are_empty_lists() {
     let image = format!(
         r#"{{"schemaVersion": 2, "mediaType": "{OCI_MANIFEST}",
