@@ -24,6 +24,10 @@ pub const BODY_READ_BYTES: usize = 128 * 1024;
 /// A body this small is written in the same write as its head.
 const COALESCE_BYTES: usize = 64 * 1024;
 
+/// The write buffer an idle connection keeps; a larger one, grown for a
+/// big coalesced body, is given back after its response.
+const KEEP_OUT_BYTES: usize = 8 * 1024;
+
 /// After answering a request whose input was not read to its end, the
 /// server reads and discards at most this much while the client sees the
 /// answer, so that closing does not reset the connection under it.
@@ -142,6 +146,9 @@ pub(crate) async fn serve<H: Handler>(
             .is_err()
         {
             return;
+        }
+        if out.capacity() > KEEP_OUT_BYTES {
+            out = Vec::new();
         }
 
         if drain {

@@ -26,6 +26,8 @@ pub mod tls;
 mod wire;
 
 #[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 mod tests;
 
 pub use body::{Body, BodyError, MAX_BODY_CHUNK_BYTES};
