@@ -36,5 +36,7 @@ pub use limits::Limits;
 pub use request::{Method, Request};
 pub use response::{reason_phrase, Response, ResponseBody};
 pub use server::{accept_loop, bind_reuseport};
+/// Short name of [`ShutdownSignal`].
+pub use shutdown::ShutdownSignal as Shutdown;
 pub use shutdown::{ShutdownSignal, Wait};
 pub use tls::TlsAcceptorHandle;

@@ -100,6 +100,19 @@ impl Response {
         self
     }
 
+    /// Sets a streamed body of exactly `len` bytes.
+    pub fn stream(
+        mut self,
+        len: u64,
+        chunks: impl Stream<Item = io::Result<Vec<u8>>> + 'static,
+    ) -> Self {
+        self.body = ResponseBody::Stream {
+            len,
+            chunks: Box::pin(chunks),
+        };
+        self
+    }
+
     /// A response with a JSON body and `Content-Type: application/json`.
     pub fn json(status: u16, value: &serde_json::Value) -> Self {
         let body = serde_json::to_vec(value).unwrap_or_default();
