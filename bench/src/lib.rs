@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod image;
 pub mod payload;
 pub mod report;
 pub mod runner;

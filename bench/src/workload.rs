@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::{Failure, PushMode, Registry, OCI_MANIFEST};
+use crate::client::{Failure, PushMode, Registry};
+use crate::image::{pull_image, push_image, ImageSpec};
 use crate::payload::{splitmix, Blob, Content};
 use crate::units::{format_size, parse_duration, parse_size};
 
@@ -506,9 +507,15 @@ pub async fn prepare(
                 } else {
                     let tag = run.tag();
                     let layers: Vec<Blob> = (0..layers).map(|_| run.content.blob(size)).collect();
-                    let digest =
-                        push_image(&registry, &run, repository, &tag, &layers, &[], &mut stored)
-                            .await?;
+                    let image = ImageSpec {
+                        run_label: &run.prefix,
+                        repository,
+                        tag: &tag,
+                        shared: &[],
+                        shared_from: "",
+                        own: &layers,
+                    };
+                    let (digest, _) = push_image(&registry, &image, &mut stored).await?;
                     images.push(Tagged {
                         repository: repository.clone(),
                         tag,
@@ -608,17 +615,15 @@ pub async fn run_op(
                 .map(|_| run.content.blob(workload.blob_bytes))
                 .collect();
             let mut stored = std::mem::take(&mut worker.stored);
-            let result = push_image_from(
-                registry,
-                run,
-                &repository,
-                &tag,
-                &prepared.shared_layers,
-                &prepared.base_repository,
-                &own,
-                &mut stored,
-            )
-            .await;
+            let image = ImageSpec {
+                run_label: &run.prefix,
+                repository: &repository,
+                tag: &tag,
+                shared: &prepared.shared_layers,
+                shared_from: &prepared.base_repository,
+                own: &own,
+            };
+            let result = push_image(registry, &image, &mut stored).await;
             worker.stored = stored;
             result.map(|(_, sent)| sent)
         }
@@ -681,105 +686,8 @@ async fn manifest_op(
     Ok(body.len() as u64)
 }
 
-/// Pushes an image of fresh layers; returns its manifest digest.
-async fn push_image(
-    registry: &Registry,
-    run: &RunContext,
-    repository: &str,
-    tag: &str,
-    layers: &[Blob],
-    shared: &[Blob],
-    stored: &mut Vec<Stored>,
-) -> Result<String, Failure> {
-    let (digest, _) =
-        push_image_from(registry, run, repository, tag, shared, "", layers, stored).await?;
-    Ok(digest)
-}
-
-/// Pushes an image the way `docker push` does: for each blob a HEAD, then
-/// an upload (or a mount of a shared layer) only when it is missing; the
-/// manifest last. Returns the manifest digest and the bytes sent.
-#[allow(clippy::too_many_arguments)]
-async fn push_image_from(
-    registry: &Registry,
-    run: &RunContext,
-    repository: &str,
-    tag: &str,
-    shared: &[Blob],
-    shared_from: &str,
-    own: &[Blob],
-    stored: &mut Vec<Stored>,
-) -> Result<(String, u64), Failure> {
-    let mut sent = 0u64;
-
-    for blob in shared {
-        if registry.blob_exists(repository, &blob.digest).await? {
-            continue;
-        }
-        let (bytes, mounted) = registry.mount_blob(repository, shared_from, blob).await?;
-        sent += bytes;
-        let kind = if mounted { "mount" } else { "blob" };
-        stored.push(stored_blob(kind, repository, blob));
-    }
-
-    let layers: Vec<&Blob> = shared.iter().chain(own.iter()).collect();
-    let config = Content::blob_from(config_json(run, tag, &layers));
-
-    for blob in own.iter().chain(std::iter::once(&config)) {
-        if registry.blob_exists(repository, &blob.digest).await? {
-            continue;
-        }
-        sent += registry
-            .push_blob(repository, blob, PushMode::Monolithic)
-            .await?;
-        stored.push(stored_blob("blob", repository, blob));
-    }
-
-    let manifest = manifest_json(&config, &layers);
-    let manifest = Content::blob_from(manifest);
-    let bytes = manifest.to_bytes();
-    sent += registry
-        .put_manifest(repository, tag, OCI_MANIFEST, bytes)
-        .await?;
-    stored.push(Stored {
-        kind: "manifest",
-        repository: repository.to_string(),
-        digest: manifest.digest.clone(),
-        size: manifest.size(),
-        tag: Some(tag.to_string()),
-    });
-    Ok((manifest.digest, sent))
-}
-
-/// Pulls an image the way clients do: manifest by tag, then each blob it
-/// names. Returns the bytes received.
-async fn pull_image(registry: &Registry, repository: &str, tag: &str) -> Result<u64, Failure> {
-    let manifest = registry.manifest(repository, tag, false).await?;
-    let parsed: ManifestDoc = serde_json::from_slice(&manifest)
-        .map_err(|_| Failure::protocol("image pull", "manifest is not JSON"))?;
-
-    let mut received = manifest.len() as u64;
-    received += registry
-        .pull_blob(repository, &parsed.config.digest, None)
-        .await?;
-    for layer in &parsed.layers {
-        received += registry.pull_blob(repository, &layer.digest, None).await?;
-    }
-    Ok(received)
-}
-
-#[derive(serde::Deserialize)]
-struct ManifestDoc {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-#[derive(serde::Deserialize)]
-struct Descriptor {
-    digest: String,
-}
-
-fn stored_blob(kind: &'static str, repository: &str, blob: &Blob) -> Stored {
+/// What pushing `blob` into `repository` stored.
+pub(crate) fn stored_blob(kind: &'static str, repository: &str, blob: &Blob) -> Stored {
     Stored {
         kind,
         repository: repository.to_string(),
@@ -787,41 +695,6 @@ fn stored_blob(kind: &'static str, repository: &str, blob: &Blob) -> Stored {
         size: blob.size(),
         tag: None,
     }
-}
-
-fn config_json(run: &RunContext, tag: &str, layers: &[&Blob]) -> Vec<u8> {
-    let diff_ids: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Labels": { "berth-bench": format!("{}-{tag}", run.prefix) } },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    });
-    serde_json::to_vec(&config).unwrap_or_default()
-}
-
-fn manifest_json(config: &Blob, layers: &[&Blob]) -> Vec<u8> {
-    let layers: Vec<serde_json::Value> = layers
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": l.digest,
-                "size": l.size(),
-            })
-        })
-        .collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config.digest,
-            "size": config.size(),
-        },
-        "layers": layers,
-    });
-    serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -881,16 +754,5 @@ mod tests {
         ] {
             assert!(Workload::parse(spec, &defaults()).is_err(), "{spec}");
         }
-    }
-
-    #[test]
-    fn manifest_names_config_and_layers() {
-        let content = Content::new(1, &[32]);
-        let layer = content.blob(32);
-        let config = Content::blob_from(b"{}".to_vec());
-        let json = manifest_json(&config, &[&layer]);
-        let doc: ManifestDoc = serde_json::from_slice(&json).unwrap();
-        assert_eq!(doc.config.digest, config.digest);
-        assert_eq!(doc.layers[0].digest, layer.digest);
     }
 }

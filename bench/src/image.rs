@@ -1,0 +1,168 @@
+//! Whole images, pushed and pulled the way container clients do.
+//!
+//! An image is a config blob, its layers and an OCI image manifest naming
+//! them (OCI image-spec, "Image Manifest"). Pushing checks each blob with a
+//! HEAD first and uploads, or mounts from another repository, only what is
+//! missing; the manifest goes last, under a tag. Pulling fetches the
+//! manifest by tag, then every blob it names.
+
+use crate::client::{Failure, PushMode, Registry, OCI_MANIFEST};
+use crate::payload::{Blob, Content};
+use crate::workload::{stored_blob, Stored};
+
+/// One image to push.
+pub(crate) struct ImageSpec<'a> {
+    /// The run's name, written into the config so configs differ between
+    /// runs.
+    pub run_label: &'a str,
+    /// Repository to push into.
+    pub repository: &'a str,
+    /// Tag for the manifest.
+    pub tag: &'a str,
+    /// Layers every image shares, mounted from `shared_from` when missing.
+    pub shared: &'a [Blob],
+    /// Repository that holds the shared layers.
+    pub shared_from: &'a str,
+    /// Layers of this image alone.
+    pub own: &'a [Blob],
+}
+
+/// Pushes an image the way `docker push` does: for each blob a HEAD, then
+/// an upload (or a mount of a shared layer) only when it is missing; the
+/// manifest last. Returns the manifest digest and the bytes sent.
+pub(crate) async fn push_image(
+    registry: &Registry,
+    image: &ImageSpec<'_>,
+    stored: &mut Vec<Stored>,
+) -> Result<(String, u64), Failure> {
+    let ImageSpec {
+        run_label,
+        repository,
+        tag,
+        shared,
+        shared_from,
+        own,
+    } = *image;
+    let mut sent = 0u64;
+
+    for blob in shared {
+        if registry.blob_exists(repository, &blob.digest).await? {
+            continue;
+        }
+        let (bytes, mounted) = registry.mount_blob(repository, shared_from, blob).await?;
+        sent += bytes;
+        let kind = if mounted { "mount" } else { "blob" };
+        stored.push(stored_blob(kind, repository, blob));
+    }
+
+    let layers: Vec<&Blob> = shared.iter().chain(own.iter()).collect();
+    let config = Content::blob_from(config_json(run_label, tag, &layers));
+
+    for blob in own.iter().chain(std::iter::once(&config)) {
+        if registry.blob_exists(repository, &blob.digest).await? {
+            continue;
+        }
+        sent += registry
+            .push_blob(repository, blob, PushMode::Monolithic)
+            .await?;
+        stored.push(stored_blob("blob", repository, blob));
+    }
+
+    let manifest = manifest_json(&config, &layers);
+    let manifest = Content::blob_from(manifest);
+    let bytes = manifest.to_bytes();
+    sent += registry
+        .put_manifest(repository, tag, OCI_MANIFEST, bytes)
+        .await?;
+    stored.push(Stored {
+        kind: "manifest",
+        repository: repository.to_string(),
+        digest: manifest.digest.clone(),
+        size: manifest.size(),
+        tag: Some(tag.to_string()),
+    });
+    Ok((manifest.digest, sent))
+}
+
+/// Pulls an image the way clients do: manifest by tag, then each blob it
+/// names. Returns the bytes received.
+pub(crate) async fn pull_image(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+) -> Result<u64, Failure> {
+    let manifest = registry.manifest(repository, tag, false).await?;
+    let parsed: ManifestDoc = serde_json::from_slice(&manifest)
+        .map_err(|_| Failure::protocol("image pull", "manifest is not JSON"))?;
+
+    let mut received = manifest.len() as u64;
+    received += registry
+        .pull_blob(repository, &parsed.config.digest, None)
+        .await?;
+    for layer in &parsed.layers {
+        received += registry.pull_blob(repository, &layer.digest, None).await?;
+    }
+    Ok(received)
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestDoc {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(serde::Deserialize)]
+struct Descriptor {
+    digest: String,
+}
+
+fn config_json(label: &str, tag: &str, layers: &[&Blob]) -> Vec<u8> {
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Labels": { "berth-bench": format!("{label}-{tag}") } },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    serde_json::to_vec(&config).unwrap_or_default()
+}
+
+fn manifest_json(config: &Blob, layers: &[&Blob]) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": l.digest,
+                "size": l.size(),
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config.digest,
+            "size": config.size(),
+        },
+        "layers": layers,
+    });
+    serde_json::to_vec(&manifest).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_names_config_and_layers() {
+        let content = Content::new(1, &[32]);
+        let layer = content.blob(32);
+        let config = Content::blob_from(b"{}".to_vec());
+        let json = manifest_json(&config, &[&layer]);
+        let doc: ManifestDoc = serde_json::from_slice(&json).unwrap();
+        assert_eq!(doc.config.digest, config.digest);
+        assert_eq!(doc.layers[0].digest, layer.digest);
+    }
+}
