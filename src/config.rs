@@ -31,6 +31,9 @@ pub const MAX_EXECUTORS: usize = 1024;
 /// The most shards a new data directory may be created with.
 pub const MAX_SHARDS: u32 = 4096;
 
+/// The smallest segment size the storage engine accepts.
+pub const MIN_SEGMENT_BYTES: u64 = 2 * MIB;
+
 /// Segment sizes must be a multiple of this, for direct I/O.
 pub const SEGMENT_ALIGN_BYTES: u64 = 4096;
 
@@ -82,11 +85,17 @@ pub struct StorageConfig {
     /// rounded up to a power of two. An existing directory keeps the
     /// number recorded in it and ignores this key.
     pub shards: u32,
-    /// Size of one segment file, a multiple of 4096.
+    /// Size of one segment file, a multiple of 4096, at least 2 MiB.
     pub segment_bytes: u64,
     /// Bytes of hot content cached in memory by EACH executor; 0 turns
     /// the cache off.
     pub cache_bytes: u64,
+    /// A shard writes a metadata checkpoint once its metadata log has
+    /// grown this much, which bounds the log replayed at recovery.
+    pub checkpoint_every_bytes: u64,
+    /// The most segment files one shard may hold; 0 means only the disk
+    /// limits it. Past it, writes fail with "no space".
+    pub max_segments_per_shard: u32,
 }
 
 /// The `[http]` section: every limit the HTTP server enforces.
@@ -121,6 +130,9 @@ pub struct UploadsConfig {
     pub expiry_secs: u64,
     /// How often expired upload sessions are looked for.
     pub sweep_interval_secs: u64,
+    /// Largest body of one upload request (a monolithic `PUT` or one
+    /// `PATCH` chunk); 0 means no limit beyond the disk.
+    pub max_body_bytes: u64,
 }
 
 /// The `[log]` section.
@@ -319,11 +331,10 @@ impl Config {
 /// The changed keys between two configurations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
-    /// Changed keys applied live on SIGHUP (log level, HTTP limits,
-    /// upload expiry, TLS files).
+    /// Changed keys applied live on SIGHUP: those in [`LIVE_KEYS`] (log
+    /// level, connection limits and timeouts, TLS files).
     pub live: Vec<String>,
-    /// Changed keys that only a restart applies (listen addresses,
-    /// executors, storage, log format).
+    /// Changed keys that only a restart applies (all others).
     pub restart: Vec<String>,
 }
 
@@ -433,7 +444,7 @@ impl StorageConfig {
         check_range(
             "storage.segment_bytes",
             self.segment_bytes,
-            MIB,
+            MIN_SEGMENT_BYTES,
             16 * 1024 * MIB,
         )?;
         if self.segment_bytes % SEGMENT_ALIGN_BYTES != 0 {
@@ -447,7 +458,21 @@ impl StorageConfig {
             self.cache_bytes,
             0,
             1024 * 1024 * MIB,
+        )?;
+        check_range(
+            "storage.checkpoint_every_bytes",
+            self.checkpoint_every_bytes,
+            MIB,
+            64 * 1024 * MIB,
         )
+    }
+
+    /// `max_segments_per_shard` as the storage engine takes it.
+    pub fn max_segments(&self) -> Option<u32> {
+        match self.max_segments_per_shard {
+            0 => None,
+            n => Some(n),
+        }
     }
 }
 
@@ -458,6 +483,8 @@ impl Default for StorageConfig {
             shards: 0,
             segment_bytes: 256 * MIB,
             cache_bytes: 256 * MIB,
+            checkpoint_every_bytes: 64 * MIB,
+            max_segments_per_shard: 0,
         }
     }
 }
@@ -567,7 +594,15 @@ impl UploadsConfig {
             self.sweep_interval_secs,
             1,
             self.expiry_secs,
-        )
+        )?;
+        let max_body = self.max_body_bytes;
+        if max_body != 0 && max_body < MIB {
+            return Err(ConfigError::bad_value(
+                "uploads.max_body_bytes",
+                format!("{max_body} is below 1 MiB (0 means no limit)"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -576,6 +611,7 @@ impl Default for UploadsConfig {
         UploadsConfig {
             expiry_secs: 24 * 3600,
             sweep_interval_secs: 600,
+            max_body_bytes: 0,
         }
     }
 }
@@ -752,13 +788,24 @@ fn addresses_clash(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.ip() == b.ip() || (same_family && either_wildcard)
 }
 
-/// Keys that a SIGHUP applies without a restart.
+/// The keys a SIGHUP applies without a restart; every other key needs
+/// one. The example `berth.toml` marks these "(live)".
+pub const LIVE_KEYS: &[&str] = &[
+    "log.level",
+    "http.max_header_bytes",
+    "http.max_headers",
+    "http.max_uri_bytes",
+    "http.header_read_timeout_secs",
+    "http.body_read_timeout_secs",
+    "http.idle_timeout_secs",
+    "http.write_timeout_secs",
+    "http.max_connections_per_core",
+    "tls.cert",
+    "tls.key",
+];
+
 fn is_live_key(key: &str) -> bool {
-    key == "log.level"
-        || key == "log.access_log"
-        || key.starts_with("http.")
-        || key.starts_with("uploads.")
-        || key.starts_with("tls.")
+    LIVE_KEYS.contains(&key)
 }
 
 /// Every leaf key of `config` with its value rendered as TOML text.
@@ -879,7 +926,19 @@ mod tests {
                 "minimum",
             ),
             (
-                "[storage]\nsegment_bytes = 1048577",
+                "[storage]\nsegment_bytes = 1048576",
+                "storage.segment_bytes",
+                ConfigErrorKind::BadValue,
+                "minimum",
+            ),
+            (
+                "[uploads]\nmax_body_bytes = 1000",
+                "uploads.max_body_bytes",
+                ConfigErrorKind::BadValue,
+                "no limit",
+            ),
+            (
+                "[storage]\nsegment_bytes = 4194305",
                 "storage.segment_bytes",
                 ConfigErrorKind::BadValue,
                 "multiple of 4096",
@@ -967,10 +1026,55 @@ mod tests {
         new.server.executors = 2;
         new.tls.cert = Some(PathBuf::from("/c.pem"));
 
+        new.http.max_manifest_bytes = 8 << 20;
+
         let diff = old.reloadable_diff(&new);
         assert_eq!(diff.live, ["http.max_headers", "log.level", "tls.cert"]);
-        assert_eq!(diff.restart, ["server.executors"]);
+        assert_eq!(
+            diff.restart,
+            ["http.max_manifest_bytes", "server.executors"]
+        );
         assert!(old.reloadable_diff(&old).is_empty());
+    }
+
+    #[test]
+    fn example_file_marks_exactly_the_live_keys() {
+        let text = include_str!("../systemd/berth.toml");
+
+        let mut section = "";
+        let mut block = String::new();
+        let mut after_key = false;
+        let mut marked = std::collections::BTreeSet::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.trim_matches(['[', ']']);
+                block.clear();
+                continue;
+            }
+            let bare = line.strip_prefix("# ").unwrap_or(line);
+            let is_key = bare
+                .split_once(" = ")
+                .is_some_and(|(name, _)| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            if is_key {
+                let (name, _) = bare.split_once(" = ").unwrap();
+                if block.contains("(live)") {
+                    marked.insert(format!("{section}.{name}"));
+                }
+                after_key = true;
+            } else if line.is_empty() {
+                block.clear();
+            } else {
+                if after_key {
+                    block.clear();
+                }
+                block.push_str(line);
+                after_key = false;
+            }
+        }
+
+        let live: std::collections::BTreeSet<String> =
+            LIVE_KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(marked, live);
     }
 
     #[test]
