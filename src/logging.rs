@@ -75,8 +75,8 @@ pub fn init(level: &str, format: LogFormat) -> Result<LogHandle, LogError> {
     let stderr_is_terminal = std::io::stderr().is_terminal();
     let options = TextOptions {
         ansi: stderr_is_terminal,
-        // journald sets JOURNAL_STREAM on a service whose stderr it reads.
-        timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
+        // journald stamps every line itself.
+        timestamps: !stderr_is_journal(),
     };
 
     let (dispatch, handle) = dispatch(level, format, options, std::io::stderr)?;
@@ -171,6 +171,29 @@ pub fn access(
         request_id,
         "request"
     );
+}
+
+/// True when stderr is the journal stream systemd connected.
+///
+/// systemd sets `JOURNAL_STREAM=<device>:<inode>` for a service whose
+/// stderr goes to journald; a child whose stderr was redirected keeps
+/// the variable, so the pair is compared with stderr itself.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+
+    let stream = std::env::var("JOURNAL_STREAM").ok();
+    match std::fs::metadata("/proc/self/fd/2") {
+        Ok(stderr) => names_stream(stream.as_deref(), stderr.dev(), stderr.ino()),
+        Err(_) => false,
+    }
+}
+
+/// Whether a `JOURNAL_STREAM` value names the file `device`:`inode`.
+fn names_stream(stream: Option<&str>, device: u64, inode: u64) -> bool {
+    let Some((d, i)) = stream.and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    d.parse() == Ok(device) && i.parse() == Ok(inode)
 }
 
 fn parse_level(level: &str) -> Result<EnvFilter, LogError> {
@@ -291,6 +314,22 @@ mod tests {
         assert!(!text.contains("hidden"), "{text}");
         assert!(text.contains("shown at debug"), "{text}");
         assert!(text.contains("shown by the default"), "{text}");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        let table = [
+            (None, false),
+            (Some("8:1234"), true),
+            (Some("8:1235"), false),
+            (Some("9:1234"), false),
+            (Some("8"), false),
+            (Some("x:y"), false),
+            (Some(""), false),
+        ];
+        for (stream, want) in table {
+            assert_eq!(names_stream(stream, 8, 1234), want, "{stream:?}");
+        }
     }
 
     #[test]
