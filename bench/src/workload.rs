@@ -563,7 +563,7 @@ pub async fn run_op(
 
     match workload.kind {
         Kind::Push { mode } => {
-            let repository = pick(&prepared.repositories, worker);
+            let repository = pick(&prepared.repositories, worker, workload.concurrency);
             let blob = run.content.blob(workload.blob_bytes);
             let sent = registry.push_blob(&repository, &blob, mode).await?;
             worker.stored.push(stored_blob("blob", &repository, &blob));
@@ -598,7 +598,7 @@ pub async fn run_op(
                     .await
             } else {
                 worker.operation = "write";
-                let repository = pick(&prepared.repositories, worker);
+                let repository = pick(&prepared.repositories, worker, workload.concurrency);
                 let blob = run.content.blob(workload.blob_bytes);
                 let sent = registry
                     .push_blob(&repository, &blob, PushMode::Monolithic)
@@ -609,7 +609,7 @@ pub async fn run_op(
         }
         Kind::Manifest { op } => manifest_op(registry, prepared, op, worker).await,
         Kind::ImagePush { layers, shared } => {
-            let repository = pick(&prepared.repositories, worker);
+            let repository = pick(&prepared.repositories, worker, workload.concurrency);
             let tag = run.tag();
             let own: Vec<Blob> = (shared..layers)
                 .map(|_| run.content.blob(workload.blob_bytes))
@@ -638,10 +638,16 @@ pub async fn run_op(
     }
 }
 
-/// Picks a repository for the worker's next write, spreading workers.
-fn pick(repositories: &[String], worker: &mut Worker) -> String {
+/// Picks a repository for the worker's next write.
+///
+/// Worker `w` of `n` takes repositories `w`, `w + n`, `w + 2n`, ...: with
+/// at least as many repositories as workers (a multiple of them), no two
+/// writes go to one repository at the same time, as with clients pushing
+/// different images. Fewer repositories than workers make them share.
+fn pick(repositories: &[String], worker: &Worker, workers: usize) -> String {
     let len = repositories.len().max(1);
-    let index = (worker.id + worker.ops as usize * 7919) % len;
+    let step = (worker.ops as usize).wrapping_mul(workers);
+    let index = worker.id.wrapping_add(step) % len;
     repositories.get(index).cloned().unwrap_or_default()
 }
 

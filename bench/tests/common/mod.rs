@@ -244,7 +244,7 @@ pub fn run_and_verify(url: &str, credentials: &str) {
         "--workload",
         "push:size=300KiB,mode=chunked,chunk=128KiB,conc=2",
         "--workload",
-        "image:layers=2,shared=1,size=8KiB,repos=3",
+        "image:layers=2,shared=1,size=8KiB,repos=3,conc=3",
         "--workload",
         "pull:size=64KiB,objects=4,range=1KiB",
         "--workload",
