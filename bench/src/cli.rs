@@ -45,7 +45,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Registry to measure: URL, NAME=URL, and settings
-    /// `,user=U,password=P|password-env=VAR,token=T|token-env=VAR,insecure`.
+    /// `,user=U,password=P|password-env=VAR,token=T|token-env=VAR,insecure,ca=PEM`.
     /// Repeat for a side-by-side comparison; ratios are to the first.
     #[arg(long = "target", required = true)]
     pub targets: Vec<String>,
@@ -274,6 +274,7 @@ impl Setup {
             .unwrap_or(1);
         let client_config = ClientConfig {
             insecure: false,
+            ca_pem: None,
             max_idle_connections: max_conc.max(16),
             request_timeout: args.timeout,
             connect_timeout: Duration::from_secs(10),
@@ -282,8 +283,23 @@ impl Setup {
         let mut registries = Vec::new();
         for spec in &self.specs {
             let auth = Auth::new(spec.user.clone(), spec.password.clone(), spec.token.clone());
+            let ca_pem = match &spec.ca_file {
+                Some(path) => match std::fs::read(path) {
+                    Ok(pem) => Some(pem),
+                    Err(e) => {
+                        eprintln!(
+                            "berth-bench: target {}: cannot read {}: {e}",
+                            spec.name,
+                            path.display()
+                        );
+                        return EXIT_USAGE;
+                    }
+                },
+                None => None,
+            };
             let config = ClientConfig {
                 insecure: args.insecure || spec.insecure,
+                ca_pem,
                 ..client_config.clone()
             };
             match Registry::new(spec.name.clone(), spec.url.clone(), auth, &config) {

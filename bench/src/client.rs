@@ -115,6 +115,8 @@ pub struct Registry {
 pub struct ClientConfig {
     /// Accept any TLS certificate.
     pub insecure: bool,
+    /// Extra certificate authorities to trust, PEM.
+    pub ca_pem: Option<Vec<u8>>,
     /// Idle connections kept per host; set to the largest concurrency.
     pub max_idle_connections: usize,
     /// Limit for one request, from sending to the last body byte.
@@ -131,7 +133,13 @@ impl Registry {
         auth: Auth,
         config: &ClientConfig,
     ) -> Result<Registry, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &config.ca_pem {
+            for ca in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        let http = builder
             .danger_accept_invalid_certs(config.insecure)
             .pool_max_idle_per_host(config.max_idle_connections)
             .pool_idle_timeout(Duration::from_secs(90))

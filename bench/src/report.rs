@@ -209,7 +209,9 @@ pub fn error_banner(rows: &[Row], ping_errors: &BTreeMap<String, String>) -> Opt
     for (target, why) in ping_errors {
         let _ = writeln!(out, "!! target {target} unreachable: {why}");
     }
-    for row in rows {
+    // An unreachable target's rows only repeat the line above.
+    let reachable = rows.iter().filter(|r| !ping_errors.contains_key(&r.target));
+    for row in reachable {
         for sample in &row.samples {
             for (key, detail) in &sample.error_examples {
                 let _ = writeln!(

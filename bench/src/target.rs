@@ -8,12 +8,16 @@
 //! --target berth=http://127.0.0.1:5000
 //! --target hub=https://registry.example,user=me,password-env=HUB_PASSWORD
 //! --target zot=https://10.0.0.5:5000,insecure,token-env=ZOT_TOKEN
+//! --target corp=https://registry.corp:443,ca=/etc/ssl/corp-ca.pem
 //! ```
 //!
 //! `user`/`password` (or `password-env`, to keep it out of the process
 //! list) are sent as basic credentials, to the registry or to its token
 //! endpoint; `token`/`token-env` is a fixed bearer token; `insecure`
-//! accepts any TLS certificate for this target.
+//! accepts any TLS certificate for this target; `ca` adds a PEM file of
+//! certificate authorities to trust.
+
+use std::path::PathBuf;
 
 use reqwest::Url;
 
@@ -32,6 +36,8 @@ pub struct TargetSpec {
     pub token: Option<String>,
     /// Accept any TLS certificate.
     pub insecure: bool,
+    /// PEM file of extra certificate authorities to trust.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl TargetSpec {
@@ -62,6 +68,7 @@ impl TargetSpec {
             password: None,
             token: None,
             insecure: false,
+            ca_file: None,
         };
 
         for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
@@ -85,6 +92,7 @@ impl TargetSpec {
                 "token" => target.token = Some(need(value)?),
                 "token-env" => target.token = Some(env(value)?),
                 "insecure" => target.insecure = true,
+                "ca" => target.ca_file = Some(PathBuf::from(need(value)?)),
                 _ => return Err(format!("target {spec:?}: unknown setting {key:?}")),
             }
         }
