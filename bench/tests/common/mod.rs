@@ -231,6 +231,14 @@ pub fn text(output: &Output) -> String {
 /// every blob (HEAD with its size), every manifest (GET by digest and by
 /// tag), the tags lists and the catalog.
 pub fn run_and_verify(url: &str, credentials: &str) {
+    let basic = credentials.contains("user=");
+    run_and_verify_via(url, credentials, url, basic);
+}
+
+/// Like [`run_and_verify`], but the tool talks to `url` and the checks to
+/// `check_url` (the registry behind a front that only the tool can pass),
+/// with basic credentials when `check_basic`.
+pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_basic: bool) {
     let scratch = Scratch::new("run");
     let json = scratch.path("out.json");
     let ledger = scratch.path("ledger.json");
@@ -288,7 +296,7 @@ pub fn run_and_verify(url: &str, credentials: &str) {
     let manifests = entries(&stored, 2, "measure", "manifest");
     assert_eq!(manifests.len() as u64, sum(&results[2], "ops"));
 
-    verify_registry(url, credentials, &stored);
+    verify_registry(check_url, check_basic, &stored);
 }
 
 fn sum(row: &Value, field: &str) -> u64 {
@@ -310,8 +318,7 @@ fn entries<'a>(stored: &'a [Value], workload: usize, phase: &str, kind: &str) ->
 }
 
 /// Asks the registry for everything in the ledger.
-fn verify_registry(url: &str, credentials: &str, stored: &[Value]) {
-    let basic = credentials.contains("user=");
+fn verify_registry(url: &str, basic: bool, stored: &[Value]) {
     let rt = runtime();
     rt.block_on(async {
         let client = reqwest::Client::new();
