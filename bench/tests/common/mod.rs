@@ -257,6 +257,10 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
         "pull:size=64KiB,objects=4,range=1KiB",
         "--workload",
         "manifest:op=all,repos=2",
+        "--workload",
+        "image-pull:layers=2,size=8KiB,repos=2",
+        "--workload",
+        "mixed:size=16KiB,objects=3,read=50",
         "--count",
         "7",
         "--repeat",
@@ -275,7 +279,7 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(&ledger).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 5, "{out}");
+    assert_eq!(results.len(), 7, "{out}");
 
     // Each row: 2 repetitions x 7 operations, all successful.
     for row in results {
@@ -295,6 +299,16 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
     // Images: one manifest per operation.
     let manifests = entries(&stored, 2, "measure", "manifest");
     assert_eq!(manifests.len() as u64, sum(&results[2], "ops"));
+
+    // Mixed: every write stored one blob.
+    let writes = entries(&stored, 6, "measure", "blob");
+    let reported: u64 = results[6]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["by_operation"]["write"]["ops"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(writes.len() as u64, reported, "{out}");
 
     verify_registry(check_url, check_basic, &stored);
 }
