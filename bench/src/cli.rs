@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::auth::Auth;
-use crate::client::{ClientConfig, Registry};
+use crate::client::{ClientConfig, Failure, Registry};
 use crate::payload::Content;
 use crate::report::{self, Machine, Row};
 use crate::runner::{measure, Ledger, Plan};
@@ -23,7 +23,7 @@ use crate::stats::Sample;
 use crate::svg;
 use crate::target::TargetSpec;
 use crate::units::{parse_duration, parse_size};
-use crate::workload::{prepare, Defaults, RunContext, Workload};
+use crate::workload::{prepare, Defaults, Prepared, RunContext, Workload};
 
 /// Load generator for OCI registries.
 #[derive(Parser, Debug)]
@@ -259,60 +259,19 @@ impl Setup {
 
         // Hash every blob size once, before anything is timed.
         let sizes: Vec<u64> = self.workloads.iter().flat_map(|w| w.sizes()).collect();
-        let content = Arc::new(Content::new(self.seed, &sizes));
         let run = Arc::new(RunContext {
             prefix: format!("bench-{:08x}", self.seed as u32),
-            content,
+            content: Arc::new(Content::new(self.seed, &sizes)),
             next_tag: AtomicU64::new(0),
         });
 
-        let max_conc = self
-            .workloads
-            .iter()
-            .map(|w| w.concurrency)
-            .max()
-            .unwrap_or(1);
-        let client_config = ClientConfig {
-            insecure: false,
-            ca_pem: None,
-            max_idle_connections: max_conc.max(16),
-            request_timeout: args.timeout,
-            connect_timeout: Duration::from_secs(10),
-        };
-
-        let mut registries = Vec::new();
-        for spec in &self.specs {
-            let auth = Auth::new(spec.user.clone(), spec.password.clone(), spec.token.clone());
-            let ca_pem = match &spec.ca_file {
-                Some(path) => match std::fs::read(path) {
-                    Ok(pem) => Some(pem),
-                    Err(e) => {
-                        eprintln!(
-                            "berth-bench: target {}: cannot read {}: {e}",
-                            spec.name,
-                            path.display()
-                        );
-                        return EXIT_USAGE;
-                    }
-                },
-                None => None,
-            };
-            let config = ClientConfig {
-                insecure: args.insecure || spec.insecure,
-                ca_pem,
-                ..client_config.clone()
-            };
-            match Registry::new(spec.name.clone(), spec.url.clone(), auth, &config) {
-                Ok(registry) => registries.push(Arc::new(registry)),
-                Err(e) => {
-                    eprintln!(
-                        "berth-bench: target {}: cannot build client: {e}",
-                        spec.name
-                    );
-                    return EXIT_USAGE;
-                }
+        let registries = match self.registries(args) {
+            Ok(registries) => registries,
+            Err(message) => {
+                eprintln!("berth-bench: {message}");
+                return EXIT_USAGE;
             }
-        }
+        };
 
         // A target that does not answer /v2/ is reported, not measured.
         let mut unreachable = BTreeMap::new();
@@ -325,82 +284,16 @@ impl Setup {
         let ledger = args.ledger.as_ref().map(|_| Arc::new(Ledger::default()));
         let mut rows: Vec<Row> = Vec::new();
         for (index, workload) in self.workloads.iter().enumerate() {
-            let workload = Arc::new(workload.clone());
-            let mut prepared = Vec::new();
-            let mut setup_errors = Vec::new();
-            for registry in &registries {
-                if let Some(failure) = unreachable.get(&registry.name) {
-                    prepared.push(None);
-                    setup_errors.push(Some(failure.clone()));
-                    continue;
-                }
-                if progress {
-                    eprint!(
-                        "\r\x1b[2K{} on {}: preparing",
-                        workload.label, registry.name
-                    );
-                }
-                let parallel = workload.concurrency.min(16);
-                match prepare(registry.clone(), run.clone(), &workload, index, parallel).await {
-                    Ok((ready, stored)) => {
-                        if let Some(ledger) = &ledger {
-                            ledger.add(&registry.name, "setup", &stored);
-                        }
-                        prepared.push(Some(Arc::new(ready)));
-                        setup_errors.push(None);
-                    }
-                    Err(failure) => {
-                        prepared.push(None);
-                        setup_errors.push(Some(failure));
-                    }
-                }
-            }
-
-            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); registries.len()];
-            for repetition in 0..args.repeat {
-                for (t, registry) in registries.iter().enumerate() {
-                    let Some(ready) = &prepared[t] else { continue };
-                    let plan = Plan {
-                        warmup: args.warmup,
-                        max_errors: args.max_errors.max(1),
-                        progress,
-                        title: format!(
-                            "{} on {} ({}/{})",
-                            workload.label,
-                            registry.name,
-                            repetition + 1,
-                            args.repeat
-                        ),
-                        seed: self.seed ^ (repetition as u64) << 40 ^ (t as u64) << 48,
-                    };
-                    let sample = measure(
-                        registry.clone(),
-                        run.clone(),
-                        workload.clone(),
-                        ready.clone(),
-                        &plan,
-                        ledger.clone(),
-                    )
-                    .await;
-                    samples[t].push(sample);
-                }
-            }
-
-            for (t, registry) in registries.iter().enumerate() {
-                let mut these = std::mem::take(&mut samples[t]);
-                let setup_error = setup_errors[t].take();
-                if let Some(failure) = &setup_error {
-                    these.push(Sample::failed(&failure.key, &failure.detail));
-                }
-                let setup_error = setup_error.map(|f| f.detail);
-                rows.push(Row::new(
-                    &workload,
-                    index,
-                    &registry.name,
-                    these,
-                    setup_error,
-                ));
-            }
+            let round = Round {
+                args,
+                run: &run,
+                registries: &registries,
+                unreachable: &unreachable,
+                ledger: &ledger,
+                progress,
+                seed: self.seed,
+            };
+            rows.extend(round.workload(index, workload).await);
         }
         if progress {
             eprint!("\r\x1b[2K");
@@ -412,14 +305,59 @@ impl Setup {
             .unwrap_or_default();
         report::fill_ratios(&mut rows, &first);
 
-        // Errors go at the very top, so a failed run is never read as fast.
         let unreachable: BTreeMap<String, String> = unreachable
             .into_iter()
             .map(|(name, f)| (name, format!("{}: {}", f.key, f.detail)))
             .collect();
-        let banner = report::error_banner(&rows, &unreachable);
+        let outputs = Outputs {
+            started_unix_secs,
+            rows: &rows,
+            unreachable: &unreachable,
+            ledger: ledger.as_deref(),
+        };
+        self.report(args, &outputs)
+    }
+
+    /// One HTTP client per target.
+    fn registries(&self, args: &RunArgs) -> Result<Vec<Arc<Registry>>, String> {
+        let max_conc = self
+            .workloads
+            .iter()
+            .map(|w| w.concurrency)
+            .max()
+            .unwrap_or(1);
+
+        let mut registries = Vec::new();
+        for spec in &self.specs {
+            let ca_pem = match &spec.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    format!("target {}: cannot read {}: {e}", spec.name, path.display())
+                })?),
+                None => None,
+            };
+            let config = ClientConfig {
+                insecure: args.insecure || spec.insecure,
+                ca_pem,
+                max_idle_connections: max_conc.max(16),
+                request_timeout: args.timeout,
+                connect_timeout: Duration::from_secs(10),
+            };
+            let auth = Auth::new(spec.user.clone(), spec.password.clone(), spec.token.clone());
+            let registry = Registry::new(spec.name.clone(), spec.url.clone(), auth, &config)
+                .map_err(|e| format!("target {}: cannot build client: {e}", spec.name))?;
+            registries.push(Arc::new(registry));
+        }
+        Ok(registries)
+    }
+
+    /// Prints the banner and the table, writes the files; returns the exit
+    /// status.
+    fn report(&self, args: &RunArgs, outputs: &Outputs<'_>) -> u8 {
+        let rows = outputs.rows;
+
+        // Errors go at the very top, so a failed run is never read as fast.
         let mut status = EXIT_OK;
-        if let Some(banner) = &banner {
+        if let Some(banner) = report::error_banner(rows, outputs.unreachable) {
             print!("{banner}");
             status = EXIT_ERRORS;
         }
@@ -430,14 +368,13 @@ impl Setup {
             self.threads,
             args.warmup.as_secs_f64()
         );
-        print!("{}", report::text_table(&rows, args.repeat));
+        print!("{}", report::text_table(rows, args.repeat));
 
-        let error_count: u64 = rows.iter().map(Row::error_count).sum();
         if let Some(path) = &args.json {
             let doc = JsonReport {
                 tool: "berth-bench",
                 version: env!("CARGO_PKG_VERSION"),
-                started_unix_secs,
+                started_unix_secs: outputs.started_unix_secs,
                 seed: self.seed,
                 machine: Machine::probe(),
                 command_line: std::env::args().map(|a| redact(&a)).collect(),
@@ -454,25 +391,25 @@ impl Setup {
                 warmup_secs: args.warmup.as_secs_f64(),
                 repeat: args.repeat,
                 client_threads: self.threads,
-                unreachable_targets: &unreachable,
-                error_count,
-                results: &rows,
+                unreachable_targets: outputs.unreachable,
+                error_count: rows.iter().map(Row::error_count).sum(),
+                results: rows,
             };
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             status = status.max(write_file(path, &text));
         }
         if let Some(path) = &args.svg {
-            let names: Vec<String> = registries.iter().map(|r| r.name.clone()).collect();
+            let names: Vec<String> = self.specs.iter().map(|s| s.name.clone()).collect();
             let title = format!(
                 "berth-bench: medians of {} runs, {} client threads",
                 args.repeat, self.threads
             );
-            status = status.max(write_file(path, &svg::chart(&rows, &names, &title)));
+            status = status.max(write_file(path, &svg::chart(rows, &names, &title)));
         }
         if let Some(path) = &args.markdown {
-            status = status.max(write_file(path, &report::markdown_table(&rows)));
+            status = status.max(write_file(path, &report::markdown_table(rows)));
         }
-        if let (Some(path), Some(ledger)) = (&args.ledger, &ledger) {
+        if let (Some(path), Some(ledger)) = (&args.ledger, outputs.ledger) {
             let entries: Vec<serde_json::Value> = ledger
                 .entries()
                 .into_iter()
@@ -493,6 +430,120 @@ impl Setup {
         }
 
         status
+    }
+}
+
+/// What the report is made of.
+struct Outputs<'a> {
+    started_unix_secs: u64,
+    rows: &'a [Row],
+    unreachable: &'a BTreeMap<String, String>,
+    ledger: Option<&'a Ledger>,
+}
+
+/// What every workload of a run shares.
+struct Round<'a> {
+    args: &'a RunArgs,
+    run: &'a Arc<RunContext>,
+    registries: &'a [Arc<Registry>],
+    unreachable: &'a BTreeMap<String, Failure>,
+    ledger: &'a Option<Arc<Ledger>>,
+    progress: bool,
+    seed: u64,
+}
+
+impl Round<'_> {
+    /// Prepares one workload on every target, then measures it
+    /// `--repeat` times, alternating the targets; returns a row per target.
+    async fn workload(&self, index: usize, workload: &Workload) -> Vec<Row> {
+        let workload = Arc::new(workload.clone());
+
+        let mut prepared = Vec::new();
+        for registry in self.registries {
+            prepared.push(self.prepare(index, &workload, registry).await);
+        }
+
+        let repeat = self.args.repeat;
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); self.registries.len()];
+        for repetition in 0..repeat {
+            for (t, registry) in self.registries.iter().enumerate() {
+                let Ok(ready) = &prepared[t] else { continue };
+                // NOTE: the same seed for every target, so each sees the
+                // same sequence of random choices.
+                let plan = Plan {
+                    warmup: self.args.warmup,
+                    max_errors: self.args.max_errors.max(1),
+                    progress: self.progress,
+                    title: format!(
+                        "{} on {} ({}/{repeat})",
+                        workload.label,
+                        registry.name,
+                        repetition + 1
+                    ),
+                    seed: self.seed ^ (repetition as u64) << 40,
+                };
+                let sample = measure(
+                    registry.clone(),
+                    self.run.clone(),
+                    workload.clone(),
+                    ready.clone(),
+                    &plan,
+                    self.ledger.clone(),
+                )
+                .await;
+                samples[t].push(sample);
+            }
+        }
+
+        let mut rows = Vec::new();
+        for ((registry, mut these), ready) in self.registries.iter().zip(samples).zip(prepared) {
+            let setup_error = match ready {
+                Ok(_) => None,
+                Err(failure) => {
+                    these.push(Sample::failed(&failure.key, &failure.detail));
+                    Some(failure.detail)
+                }
+            };
+            rows.push(Row::new(
+                &workload,
+                index,
+                &registry.name,
+                these,
+                setup_error,
+            ));
+        }
+        rows
+    }
+
+    async fn prepare(
+        &self,
+        index: usize,
+        workload: &Workload,
+        registry: &Arc<Registry>,
+    ) -> Result<Arc<Prepared>, Failure> {
+        if let Some(failure) = self.unreachable.get(&registry.name) {
+            return Err(failure.clone());
+        }
+        if self.progress {
+            eprint!(
+                "\r\x1b[2K{} on {}: preparing",
+                workload.label, registry.name
+            );
+        }
+
+        let parallel = workload.concurrency.min(16);
+        let (ready, stored) = prepare(
+            registry.clone(),
+            self.run.clone(),
+            workload,
+            index,
+            parallel,
+        )
+        .await?;
+        if let Some(ledger) = self.ledger {
+            ledger.add(&registry.name, "setup", &stored);
+        }
+        Ok(Arc::new(ready))
     }
 }
 
