@@ -123,6 +123,10 @@ mod secs {
 pub const MAX_REPOS: usize = 100_000;
 /// Most operations in flight for one workload.
 pub const MAX_CONCURRENCY: usize = 4_096;
+/// Smallest blob: the unique tail that gives each blob its own digest.
+pub const MIN_BLOB_BYTES: u64 = crate::payload::TAIL_BYTES;
+/// Largest blob; the run holds one buffer of this size in memory.
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
 /// Layer size of the images a `manifest` workload looks up, by default.
 pub const MANIFEST_LAYER_BYTES: u64 = 4 << 10;
 /// Most layers per image.
@@ -200,6 +204,12 @@ impl Workload {
             }
         };
 
+        if !(MIN_BLOB_BYTES..=MAX_BLOB_BYTES).contains(&blob_bytes) {
+            return Err(format!(
+                "{spec}: size must be {MIN_BLOB_BYTES} bytes to {}",
+                format_size(MAX_BLOB_BYTES)
+            ));
+        }
         if concurrency == 0 || concurrency > MAX_CONCURRENCY {
             return Err(format!(
                 "{spec}: concurrency must be 1 to {MAX_CONCURRENCY}"
@@ -757,6 +767,8 @@ mod tests {
             "push:conc=0",
             "image:layers=2,shared=3",
             "push:size",
+            "push:size=8",
+            "push:size=5GiB",
         ] {
             assert!(Workload::parse(spec, &defaults()).is_err(), "{spec}");
         }
