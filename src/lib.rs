@@ -3,9 +3,13 @@
 //! The library holds the server's modules so that integration tests and
 //! the `berth` binary share them.
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod shards;

@@ -1,3 +1,107 @@
-fn main() {
-    println!("berth");
+//! The `berth` command: serve the registry, check a config or a data
+//! directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use berth::config::Config;
+
+/// A container image registry for bare-metal machines with NVMe disks.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the registry (with no config: 127.0.0.1:5000, ./berth-data).
+    Serve {
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config (repeatable).
+        #[arg(long)]
+        listen: Vec<SocketAddr>,
+        /// Admin address for metrics and health, overriding the config.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Data directory, overriding the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Number of executors (threads), overriding the config.
+        #[arg(long)]
+        executors: Option<usize>,
+    },
+    /// Check a config file without starting.
+    CheckConfig {
+        /// TOML config file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            data_dir,
+            executors,
+        } => {
+            let config_path = config;
+            let mut config = match load(config_path.as_ref()) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            if !listen.is_empty() {
+                config.server.listen = listen;
+            }
+            if let Some(admin) = admin_listen {
+                config.server.admin_listen = admin;
+            }
+            if let Some(dir) = data_dir {
+                config.storage.data_dir = dir;
+            }
+            if let Some(executors) = executors {
+                config.server.executors = executors;
+            }
+            if let Err(error) = config.validate() {
+                eprintln!("berth: {error}");
+                return ExitCode::from(2);
+            }
+            match berth::server::serve(config, config_path) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("berth: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("berth: {error}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        Some(path) => Config::load(path).map_err(|error| {
+            eprintln!("berth: {error}");
+            ExitCode::from(2)
+        }),
+        None => Ok(Config::default()),
+    }
 }

@@ -1,0 +1,253 @@
+//! Manifests: `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use berth_storage::{digest_of, DigestAlgorithm, ManifestLink};
+
+use super::{errors, parse_digest, reference_digest, Registry};
+use crate::http::{Body, Request, Response, ResponseBody};
+use crate::oci::errors::{ErrorCode, OciError};
+use crate::oci::manifest::parse_manifest;
+use crate::oci::name::validate_tag;
+use crate::oci::route::{query_params, Reference};
+
+/// `PUT` of a manifest by tag or by digest (spec: "Pushing manifests").
+///
+/// The manifest is checked before anything is stored: valid JSON of a
+/// known shape, every referenced blob and child manifest present in the
+/// repository. Its bytes are stored exactly as sent.
+pub(super) async fn put(
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+    req: &Request,
+    body: &mut Body<'_>,
+) -> Result<Response, OciError> {
+    let max = registry.settings().max_manifest_bytes;
+    let bytes = body.read_to_vec(max).await.map_err(|error| match error {
+        crate::http::BodyError::TooLarge => OciError::new(
+            ErrorCode::SizeInvalid,
+            413,
+            format!("manifest is larger than the {max} bytes this registry accepts"),
+        ),
+        other => errors::body(other),
+    })?;
+
+    let by_digest = reference_digest(reference)?;
+    let algorithm = by_digest
+        .as_ref()
+        .map(|d| d.algorithm())
+        .unwrap_or(DigestAlgorithm::Sha256);
+    let digest = digest_of(algorithm, &bytes);
+    if let Some(expected) = &by_digest {
+        if *expected != digest {
+            return Err(OciError::new(
+                ErrorCode::DigestInvalid,
+                400,
+                format!("manifest digest is {digest}, not {expected}"),
+            ));
+        }
+    }
+
+    let mut tags = Vec::new();
+    if let Reference::Tag(tag) = reference {
+        tags.push(tag.clone());
+    }
+    let mut query_tags = Vec::new();
+    for (key, value) in query_params(&req.query) {
+        if key == "tag" {
+            validate_tag(&value)?;
+            query_tags.push(value.clone());
+            tags.push(value);
+        }
+    }
+
+    let parsed = parse_manifest(req.header("content-type"), &bytes)?;
+    let mut blobs = Vec::new();
+    for text in parsed.required_blobs() {
+        blobs.push(parse_digest(text).map_err(|_| manifest_invalid(text))?);
+    }
+    let mut children = Vec::new();
+    for text in parsed.required_manifests() {
+        children.push(parse_digest(text).map_err(|_| manifest_invalid(text))?);
+    }
+    let subject = match &parsed.subject {
+        Some(descriptor) => Some(
+            parse_digest(&descriptor.digest).map_err(|_| manifest_invalid(&descriptor.digest))?,
+        ),
+        None => None,
+    };
+
+    let router = registry.router();
+    let repo_shard = router.repository_shard(name);
+    let repo = name.to_owned();
+    let missing = router
+        .on_shard(repo_shard, move |shard, _| async move {
+            let mut missing = Vec::new();
+            for blob in blobs {
+                if shard.blob_link(&repo, &blob).is_none() && shard.manifest(&repo, &blob).is_none()
+                {
+                    missing.push(blob.to_string());
+                }
+            }
+            for child in children {
+                if shard.manifest(&repo, &child).is_none() {
+                    missing.push(child.to_string());
+                }
+            }
+            missing
+        })
+        .await
+        .map_err(errors::shard)?;
+    if let Some(first) = missing.first() {
+        let mut error = OciError::new(
+            ErrorCode::ManifestBlobUnknown,
+            400,
+            format!("manifest references {first}, which is not in repository {name}"),
+        );
+        error.detail = Some(serde_json::json!({ "missing": missing }));
+        return Err(error);
+    }
+
+    let home = router.local().home_shard();
+    let location = home
+        .put_content(&bytes, &digest)
+        .await
+        .map_err(errors::storage)?;
+
+    let link = ManifestLink {
+        digest,
+        media_type: parsed.media_type.clone(),
+        size: bytes.len() as u64,
+        location,
+        subject,
+        artifact_type: parsed.artifact_type.clone(),
+        annotations_json: parsed.annotations_json.clone(),
+    };
+    let repo = name.to_owned();
+    let tagged = digest;
+    router
+        .on_shard(repo_shard, move |shard, _| async move {
+            shard.link_manifest(&repo, link).await?;
+            for tag in tags {
+                shard.set_tag(&repo, &tag, &tagged).await?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)?;
+
+    let mut response = Response::new(201)
+        .header("Location", format!("/v2/{name}/manifests/{digest}"))
+        .header("Docker-Content-Digest", digest.to_string());
+    if let Some(subject) = subject {
+        response = response.header("OCI-Subject", subject.to_string());
+    }
+    for tag in query_tags {
+        response = response.header("OCI-Tag", &tag);
+    }
+    Ok(response)
+}
+
+/// `GET`/`HEAD` of a manifest: the exact bytes and media type pushed.
+pub(super) async fn get(
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+    req: &Request,
+    head: bool,
+) -> Result<Response, OciError> {
+    let by_digest = reference_digest(reference)?;
+    let router = registry.router();
+    let shard = router.repository_shard(name);
+    let repo = name.to_owned();
+    let tag = match reference {
+        Reference::Tag(tag) => Some(tag.clone()),
+        Reference::Digest(_) => None,
+    };
+    let link = router
+        .on_shard(shard, move |shard, _| async move {
+            let digest = match (by_digest, tag) {
+                (Some(digest), _) => digest,
+                (None, Some(tag)) => shard.tag(&repo, &tag)?,
+                (None, None) => return None,
+            };
+            shard.manifest(&repo, &digest)
+        })
+        .await
+        .map_err(errors::shard)?;
+    let Some(link) = link else {
+        return Err(manifest_unknown(name, reference));
+    };
+    let _ = req;
+
+    let mut response = Response::new(200)
+        .header("Content-Type", &link.media_type)
+        .header("Docker-Content-Digest", link.digest.to_string())
+        .header("ETag", format!("\"{}\"", link.digest));
+    if head {
+        response.body = ResponseBody::Stream {
+            len: link.size,
+            chunks: Box::pin(futures_lite::stream::empty()),
+        };
+        return Ok(response);
+    }
+
+    let bytes = router
+        .local()
+        .reader
+        .read_all(&link.location)
+        .await
+        .map_err(errors::storage)?;
+    Ok(response.bytes(bytes))
+}
+
+/// `DELETE` of a manifest by digest (and its tags), or of a tag.
+pub(super) async fn delete(
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+) -> Result<Response, OciError> {
+    let by_digest = reference_digest(reference)?;
+    let router = registry.router();
+    let shard = router.repository_shard(name);
+    let repo = name.to_owned();
+    let tag = match reference {
+        Reference::Tag(tag) => Some(tag.clone()),
+        Reference::Digest(_) => None,
+    };
+    let removed = router
+        .on_shard(shard, move |shard, _| async move {
+            match (by_digest, tag) {
+                (Some(digest), _) => shard.unlink_manifest(&repo, &digest).await,
+                (None, Some(tag)) => shard.remove_tag(&repo, &tag).await,
+                (None, None) => Ok(false),
+            }
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)?;
+    if !removed {
+        return Err(manifest_unknown(name, reference));
+    }
+    Ok(Response::new(202))
+}
+
+fn manifest_unknown(name: &str, reference: &Reference) -> OciError {
+    let reference = match reference {
+        Reference::Tag(tag) => tag.as_str(),
+        Reference::Digest(digest) => digest.as_str(),
+    };
+    OciError::new(
+        ErrorCode::ManifestUnknown,
+        404,
+        format!("manifest {reference} is unknown to repository {name}"),
+    )
+}
+
+fn manifest_invalid(digest: &str) -> OciError {
+    OciError::new(
+        ErrorCode::ManifestInvalid,
+        400,
+        format!("manifest references an invalid digest {digest:?}"),
+    )
+}

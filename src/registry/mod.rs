@@ -1,0 +1,223 @@
+//! The OCI distribution API on top of the shards.
+//!
+//! [`Registry`] is the HTTP handler of one executor. It parses the route,
+//! sends the work to the shards that own the repository, the digest or the
+//! upload, and turns the answers into responses. Every error leaves through
+//! [`errors::into_response`], the one place that maps failures to an HTTP
+//! status and an OCI error code.
+
+mod blobs;
+mod errors;
+mod listing;
+mod manifests;
+mod uploads;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use berth_storage::Digest;
+
+use crate::http::{Body, Handler, Method, Request, Response};
+use crate::oci::errors::OciError;
+use crate::oci::route::{route, Reference, Route};
+use crate::shards::Router;
+
+pub use errors::into_response;
+pub use uploads::expire_uploads;
+
+/// The settings the API handlers need.
+#[derive(Clone, Debug)]
+pub struct RegistrySettings {
+    /// Largest manifest body accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Largest body of a monolithic upload or PATCH chunk; 0 means no limit.
+    pub max_upload_bytes: u64,
+    /// An upload untouched for this long is cancelled and its space freed.
+    pub upload_expiry: Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            max_manifest_bytes: 4 << 20,
+            max_upload_bytes: 0,
+            upload_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The OCI distribution API handler of one executor.
+pub struct Registry {
+    router: Rc<Router>,
+    settings: RegistrySettings,
+    observer: Option<Rc<dyn RequestObserver>>,
+}
+
+/// Told about every request once it has been answered.
+///
+/// The server plugs its access log and metrics in here.
+pub trait RequestObserver {
+    /// Called once per request with its outcome.
+    fn observe(
+        &self,
+        request: &Request,
+        route: &'static str,
+        status: u16,
+        bytes_out: u64,
+        took: Duration,
+    );
+}
+
+impl Registry {
+    /// Builds the handler of one executor.
+    pub fn new(router: Rc<Router>, settings: RegistrySettings) -> Self {
+        Registry {
+            router,
+            settings,
+            observer: None,
+        }
+    }
+
+    /// Sets the hook told about every answered request.
+    pub fn with_observer(mut self, observer: Rc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The router this handler sends work through.
+    pub fn router(&self) -> &Rc<Router> {
+        &self.router
+    }
+
+    /// The handler's settings.
+    pub fn settings(&self) -> &RegistrySettings {
+        &self.settings
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route,
+        req: &Request,
+        body: &mut Body<'_>,
+    ) -> Result<Response, OciError> {
+        let head = matches!(req.method, Method::Head);
+        match (route, &req.method) {
+            (Route::Base, Method::Get | Method::Head) => Ok(base_response()),
+
+            (Route::Blob { name, digest }, Method::Get | Method::Head) => {
+                blobs::get(self, &name, &digest, req, head).await
+            }
+            (Route::Blob { name, digest }, Method::Delete) => {
+                blobs::delete(self, &name, &digest).await
+            }
+
+            (Route::UploadStart { name }, Method::Post) => {
+                uploads::start(self, &name, req, body).await
+            }
+            (Route::Upload { name, id }, Method::Patch) => {
+                uploads::patch(self, &name, &id, req, body).await
+            }
+            (Route::Upload { name, id }, Method::Put) => {
+                uploads::put(self, &name, &id, req, body).await
+            }
+            (Route::Upload { name, id }, Method::Get) => uploads::status(self, &name, &id).await,
+            (Route::Upload { name, id }, Method::Delete) => uploads::cancel(self, &name, &id).await,
+
+            (Route::Manifest { name, reference }, Method::Get | Method::Head) => {
+                manifests::get(self, &name, &reference, req, head).await
+            }
+            (Route::Manifest { name, reference }, Method::Put) => {
+                manifests::put(self, &name, &reference, req, body).await
+            }
+            (Route::Manifest { name, reference }, Method::Delete) => {
+                manifests::delete(self, &name, &reference).await
+            }
+
+            (Route::TagsList { name }, Method::Get | Method::Head) => {
+                listing::tags(self, &name, req).await
+            }
+            (Route::Catalog, Method::Get | Method::Head) => listing::catalog(self, req).await,
+            (Route::Referrers { name, digest }, Method::Get | Method::Head) => {
+                listing::referrers(self, &name, &digest, req).await
+            }
+
+            (route, method) => Err(OciError::method_not_allowed_for(
+                method.as_str(),
+                route.allowed_methods(),
+            )),
+        }
+    }
+}
+
+impl Handler for Registry {
+    async fn handle(&self, req: &Request, body: &mut Body<'_>) -> Response {
+        let started = Instant::now();
+        let (route_name, response) = match route(req.method.as_str(), &req.path, &req.query) {
+            Ok(route) => {
+                let name = route_label(&route);
+                let response = match self.dispatch(route, req, body).await {
+                    Ok(response) => response,
+                    Err(error) => into_response(error),
+                };
+                (name, response)
+            }
+            Err(error) => ("unknown", into_response(error)),
+        };
+        let response = response.header("Docker-Distribution-API-Version", "registry/2.0");
+
+        if let Some(observer) = &self.observer {
+            let bytes_out = response_len(&response);
+            observer.observe(
+                req,
+                route_name,
+                response.status,
+                bytes_out,
+                started.elapsed(),
+            );
+        }
+        response
+    }
+}
+
+/// The reply to `GET /v2/`: the API is here and speaks registry/2.0.
+fn base_response() -> Response {
+    Response::new(200)
+        .header("Content-Type", "application/json")
+        .bytes(b"{}".to_vec())
+}
+
+/// A short, stable label of a route for logs and metrics.
+fn route_label(route: &Route) -> &'static str {
+    match route {
+        Route::Base => "base",
+        Route::Catalog => "catalog",
+        Route::TagsList { .. } => "tags",
+        Route::Manifest { .. } => "manifest",
+        Route::Blob { .. } => "blob",
+        Route::UploadStart { .. } => "upload_start",
+        Route::Upload { .. } => "upload",
+        Route::Referrers { .. } => "referrers",
+    }
+}
+
+fn response_len(response: &Response) -> u64 {
+    match &response.body {
+        crate::http::ResponseBody::Empty => 0,
+        crate::http::ResponseBody::Bytes(bytes) => bytes.len() as u64,
+        crate::http::ResponseBody::Stream { len, .. } => *len,
+    }
+}
+
+/// Parses a digest from a URL or a query, as the spec's DIGEST_INVALID.
+pub(crate) fn parse_digest(text: &str) -> Result<Digest, OciError> {
+    Digest::parse(text)
+        .map_err(|e| OciError::digest_invalid(format!("invalid digest {text:?}: {e}")))
+}
+
+/// A reference that names a manifest by digest, parsed.
+pub(crate) fn reference_digest(reference: &Reference) -> Result<Option<Digest>, OciError> {
+    match reference {
+        Reference::Digest(text) => parse_digest(text).map(Some),
+        Reference::Tag(_) => Ok(None),
+    }
+}

@@ -1,0 +1,451 @@
+//! Blob uploads: `POST`, `PATCH`, `PUT`, `GET` and `DELETE` on
+//! `/v2/<name>/blobs/uploads/` (OCI distribution-spec, "Pushing blobs").
+//!
+//! An upload lives on a shard of the executor where it was created. Its id
+//! in URLs carries that shard, so a later request that lands on another
+//! core is sent there: the body is streamed across through a bounded
+//! channel, chunk by chunk, never held whole.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_storage::{BlobLocation, Digest, Shard, UploadId};
+use glommio::channels::shared_channel;
+
+use super::{blobs, errors, parse_digest, Registry};
+use crate::http::{Body, Request, Response};
+use crate::oci::content_range::parse_content_range;
+use crate::oci::errors::{ErrorCode, OciError};
+use crate::oci::name::validate_repository;
+use crate::oci::route::{param, query_params};
+use crate::shards::Local;
+
+/// How many body chunks may wait between two cores for one upload.
+const CROSS_CORE_CHUNKS: usize = 8;
+
+/// An upload as named in URLs: `<shard>-<id>`.
+#[derive(Clone, Debug)]
+struct UploadRef {
+    shard: u16,
+    id: UploadId,
+}
+
+impl UploadRef {
+    fn parse(text: &str, shard_count: u16) -> Option<UploadRef> {
+        let (shard, id) = text.split_once('-')?;
+        let shard: u16 = shard.parse().ok()?;
+        if shard >= shard_count {
+            return None;
+        }
+        let id = id.parse().ok()?;
+        Some(UploadRef { shard, id })
+    }
+
+    fn url_id(&self) -> String {
+        format!("{}-{}", self.shard, self.id)
+    }
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload or session.
+pub(super) async fn start(
+    registry: &Registry,
+    name: &str,
+    req: &Request,
+    body: &mut Body<'_>,
+) -> Result<Response, OciError> {
+    let params = query_params(&req.query);
+
+    if let Some(mount) = param(&params, "mount") {
+        let digest = parse_digest(mount)?;
+        let from = param(&params, "from");
+        if let Some(response) = try_mount(registry, name, &digest, from).await? {
+            return Ok(response);
+        }
+        // NOTE: a mount that cannot be done falls back to a new upload
+        // session, as the spec asks (202 instead of 201).
+    }
+
+    let upload = create(registry, name).await?;
+
+    if let Some(digest_text) = param(&params, "digest") {
+        let digest = parse_digest(digest_text)?;
+        append_body(registry, &upload, body).await?;
+        return finish(registry, name, &upload, &digest).await;
+    }
+
+    Ok(session_response(name, &upload, 0, 202))
+}
+
+/// `PATCH`: appends one chunk (or a streamed body) to an upload.
+pub(super) async fn patch(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    req: &Request,
+    body: &mut Body<'_>,
+) -> Result<Response, OciError> {
+    let upload = lookup(registry, name, id).await?;
+    let length = current_length(registry, name, &upload).await?;
+
+    if let Some(range) = req.header("content-range") {
+        let Ok((start, end)) = parse_content_range(range) else {
+            return Ok(range_invalid(name, &upload, length));
+        };
+        if start != length {
+            return Ok(range_invalid(name, &upload, length));
+        }
+        if let Some(declared) = body.content_length() {
+            if end + 1 - start != declared {
+                return Err(OciError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    400,
+                    format!("Content-Range {range} does not match Content-Length {declared}"),
+                ));
+            }
+        }
+    }
+
+    let length = append_body(registry, &upload, body).await?;
+    Ok(session_response(name, &upload, length, 202))
+}
+
+/// `PUT ?digest=`: appends an optional last chunk and commits the blob.
+pub(super) async fn put(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    req: &Request,
+    body: &mut Body<'_>,
+) -> Result<Response, OciError> {
+    let params = query_params(&req.query);
+    let Some(digest_text) = param(&params, "digest") else {
+        return Err(OciError::new(
+            ErrorCode::DigestInvalid,
+            400,
+            "the digest query parameter is required to close an upload".to_owned(),
+        ));
+    };
+    let digest = parse_digest(digest_text)?;
+    let upload = lookup(registry, name, id).await?;
+
+    if let Some(range) = req.header("content-range") {
+        let length = current_length(registry, name, &upload).await?;
+        match parse_content_range(range) {
+            Ok((start, _)) if start == length => {}
+            _ => return Ok(range_invalid(name, &upload, length)),
+        }
+    }
+    if !body.is_empty() {
+        append_body(registry, &upload, body).await?;
+    }
+    finish(registry, name, &upload, &digest).await
+}
+
+/// `GET`: the upload's progress, as a `Range` header (204).
+pub(super) async fn status(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+) -> Result<Response, OciError> {
+    let upload = lookup(registry, name, id).await?;
+    let length = current_length(registry, name, &upload).await?;
+    Ok(session_response(name, &upload, length, 204))
+}
+
+/// `DELETE`: cancels an upload and frees its space.
+pub(super) async fn cancel(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+) -> Result<Response, OciError> {
+    let upload = lookup(registry, name, id).await?;
+    let target = upload.id;
+    registry
+        .router()
+        .on_shard(upload.shard, move |shard, _| async move {
+            shard.cancel_upload(&target).await
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)?;
+    Ok(Response::new(204))
+}
+
+/// Cancels the uploads of this executor's shards that were left idle
+/// longer than `expiry`; their space becomes dead, for compaction.
+pub async fn expire_uploads(local: Rc<Local>, expiry: Duration) -> usize {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut cancelled = 0;
+    for shard in local.shards.values() {
+        for (id, info) in shard.uploads() {
+            if now.saturating_sub(info.updated_secs) < expiry.as_secs() {
+                continue;
+            }
+            match shard.cancel_upload(&id).await {
+                Ok(()) => cancelled += 1,
+                Err(error) => {
+                    tracing::warn!(shard = shard.id(), error = %error, "could not expire an upload");
+                }
+            }
+        }
+    }
+    if cancelled > 0 {
+        tracing::info!(executor = local.executor, cancelled, "expired idle uploads");
+    }
+    cancelled
+}
+
+/// Links an existing blob into `name` without moving its bytes.
+///
+/// With `from`, the blob must be readable through that repository; without
+/// it (anonymous mount), any blob the registry holds may be mounted.
+async fn try_mount(
+    registry: &Registry,
+    name: &str,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<Option<Response>, OciError> {
+    let location = match from {
+        Some(from) => {
+            if validate_repository(from).is_err() {
+                return Ok(None);
+            }
+            blobs::locate(registry, from, digest).await?
+        }
+        None => blobs::index_get(registry, digest).await?,
+    };
+    let Some(location) = location else {
+        return Ok(None);
+    };
+
+    // A mounted manifest stays a blob here: its bytes may not be in the
+    // blob index, so record them there before linking.
+    if blobs::index_get(registry, digest).await?.is_none() {
+        index_put(registry, digest, location).await?;
+    }
+    link(registry, name, digest, location.len()).await?;
+    Ok(Some(created_response(name, digest)))
+}
+
+/// Starts an upload on one of this executor's shards.
+async fn create(registry: &Registry, name: &str) -> Result<UploadRef, OciError> {
+    let shard = registry.router().local().home_shard();
+    let id = shard.create_upload(name).await.map_err(errors::storage)?;
+    Ok(UploadRef {
+        shard: shard.id(),
+        id,
+    })
+}
+
+/// Finds an upload named in a URL and checks it belongs to `name`.
+async fn lookup(registry: &Registry, name: &str, id: &str) -> Result<UploadRef, OciError> {
+    let upload =
+        UploadRef::parse(id, registry.router().shard_count()).ok_or_else(|| upload_unknown(id))?;
+    current_length(registry, name, &upload).await?;
+    Ok(upload)
+}
+
+/// The durable length of an upload, checking it belongs to `name`.
+async fn current_length(
+    registry: &Registry,
+    name: &str,
+    upload: &UploadRef,
+) -> Result<u64, OciError> {
+    let id = upload.id;
+    let info = registry
+        .router()
+        .on_shard(
+            upload.shard,
+            move |shard, _| async move { shard.upload(&id) },
+        )
+        .await
+        .map_err(errors::shard)?;
+    match info {
+        Some(info) if info.repo == name => Ok(info.len),
+        _ => Err(upload_unknown(&upload.url_id())),
+    }
+}
+
+/// Streams a request body into an upload, on the upload's own core.
+///
+/// Returns the upload's new durable length.
+async fn append_body(
+    registry: &Registry,
+    upload: &UploadRef,
+    body: &mut Body<'_>,
+) -> Result<u64, OciError> {
+    if let Some(shard) = registry.router().local().shard(upload.shard) {
+        return append_local(&shard, &upload.id, body).await;
+    }
+
+    let (sender, receiver) = shared_channel::new_bounded::<Piece>(CROSS_CORE_CHUNKS);
+    let id = upload.id;
+    let writer = registry
+        .router()
+        .on_shard(upload.shard, move |shard, _| async move {
+            let receiver = receiver.connect().await;
+            let mut append = shard.append_upload(&id).await?;
+            loop {
+                match receiver.recv().await {
+                    Some(Piece::Bytes(bytes)) => append.write(&bytes).await?,
+                    Some(Piece::End) => return append.finish().await.map(Some),
+                    // The sending side gave up: drop what this append wrote.
+                    None => return Ok(None),
+                }
+            }
+        });
+
+    let feeder = async {
+        let sender = sender.connect().await;
+        loop {
+            match body.chunk().await {
+                Ok(Some(bytes)) => {
+                    if sender.send(Piece::Bytes(bytes.to_vec())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {
+                    let _ = sender.send(Piece::End).await;
+                    return Ok(());
+                }
+                Err(error) => return Err(errors::body(error)),
+            }
+        }
+    };
+
+    let (written, fed) = futures_lite::future::zip(writer, feeder).await;
+    fed?;
+    let written = written.map_err(errors::shard)?.map_err(errors::storage)?;
+    written.ok_or_else(|| {
+        OciError::new(
+            ErrorCode::BlobUploadInvalid,
+            400,
+            "upload body ended early".to_owned(),
+        )
+    })
+}
+
+/// Streams a body into an upload whose shard is on this executor.
+async fn append_local(
+    shard: &Rc<Shard>,
+    id: &UploadId,
+    body: &mut Body<'_>,
+) -> Result<u64, OciError> {
+    let mut append = shard.append_upload(id).await.map_err(errors::storage)?;
+    loop {
+        match body.chunk().await {
+            Ok(Some(bytes)) => append.write(bytes).await.map_err(errors::storage)?,
+            Ok(None) => break,
+            Err(error) => return Err(errors::body(error)),
+        }
+    }
+    append.finish().await.map_err(errors::storage)
+}
+
+/// One message of a body streamed to another core.
+enum Piece {
+    Bytes(Vec<u8>),
+    End,
+}
+
+/// Commits an upload as `digest`, indexes it and links it into `name`.
+async fn finish(
+    registry: &Registry,
+    name: &str,
+    upload: &UploadRef,
+    digest: &Digest,
+) -> Result<Response, OciError> {
+    let id = upload.id;
+    let expected = *digest;
+    let location = registry
+        .router()
+        .on_shard(upload.shard, move |shard, _| async move {
+            shard.commit_upload(&id, &expected).await
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)?;
+
+    let (indexed, linked) = futures_lite::future::zip(
+        index_put(registry, digest, location),
+        link(registry, name, digest, location.len()),
+    )
+    .await;
+    indexed?;
+    linked?;
+    Ok(created_response(name, digest))
+}
+
+/// Records `digest -> location` in the blob index, durably.
+pub(super) async fn index_put(
+    registry: &Registry,
+    digest: &Digest,
+    location: BlobLocation,
+) -> Result<(), OciError> {
+    let router = registry.router();
+    let shard = router.digest_shard(digest);
+    let d = *digest;
+    router
+        .on_shard(shard, move |shard, _| async move {
+            shard.index_put(&d, location).await
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)
+}
+
+/// Links a blob into a repository, durably.
+async fn link(registry: &Registry, name: &str, digest: &Digest, size: u64) -> Result<(), OciError> {
+    let router = registry.router();
+    let shard = router.repository_shard(name);
+    let (repo, d) = (name.to_owned(), *digest);
+    router
+        .on_shard(shard, move |shard, _| async move {
+            shard.link_blob(&repo, &d, size).await
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)
+}
+
+fn created_response(name: &str, digest: &Digest) -> Response {
+    Response::new(201)
+        .header("Location", format!("/v2/{name}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest.to_string())
+}
+
+/// The headers that tell a client where its upload is and how far it got.
+fn session_response(name: &str, upload: &UploadRef, length: u64, status: u16) -> Response {
+    let id = upload.url_id();
+    Response::new(status)
+        .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
+        .header("Range", format!("0-{}", length.saturating_sub(1)))
+        .header("Docker-Upload-UUID", &id)
+}
+
+fn upload_unknown(id: &str) -> OciError {
+    OciError::new(
+        ErrorCode::BlobUploadUnknown,
+        404,
+        format!("upload {id} is unknown"),
+    )
+}
+
+/// 416 for a chunk that does not start where the upload ends (spec:
+/// "Pushing a blob in chunks"); the headers say where to resume.
+fn range_invalid(name: &str, upload: &UploadRef, length: u64) -> Response {
+    let error = OciError::new(
+        ErrorCode::BlobUploadInvalid,
+        416,
+        format!("chunk must start at byte {length}, the current end of the upload"),
+    );
+    let mut response = errors::into_response(error);
+    let session = session_response(name, upload, length, 416);
+    for (key, value) in session.headers {
+        response = response.header(&key, &value);
+    }
+    response
+}

@@ -1,0 +1,458 @@
+//! `berth serve`: executors, shards, listeners, signals and systemd.
+//!
+//! The main thread opens the data directory, starts one glommio executor
+//! per core and then only watches: it waits for every executor to finish
+//! recovery (then tells systemd READY=1), feeds the watchdog while every
+//! executor is alive, and turns signals into actions: SIGHUP reloads what
+//! can change live, SIGTERM and SIGINT drain and stop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_storage::{Layout, Reader, Shard, ShardOptions};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement, Shares};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::config::Config;
+use crate::http::{self, Limits};
+use crate::logging;
+use crate::notify;
+use crate::registry::{Registry, RegistrySettings};
+use crate::shards::{Job, Local, Router};
+
+mod admin;
+mod observe;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be opened or created.
+    #[error("opening data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What failed.
+        source: berth_storage::StorageError,
+    },
+    /// An executor failed while starting (recovery, binding, …).
+    #[error("executor {executor} failed to start: {reason}")]
+    Executor {
+        /// The executor's index.
+        executor: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// The logger could not be set up.
+    #[error("setting up logs: {0}")]
+    Logging(String),
+    /// A thread could not be started.
+    #[error("starting threads: {0}")]
+    Spawn(String),
+}
+
+/// State the main thread shares with executors: flags and heartbeats,
+/// never on a request's path.
+struct Control {
+    /// Set once to ask every executor to stop accepting and drain.
+    shutdown: AtomicBool,
+    /// Bumped by SIGHUP; executors pick up new HTTP limits when it moves.
+    reload_generation: AtomicU64,
+    /// Last heartbeat of each executor, in milliseconds since the epoch.
+    heartbeats: Vec<AtomicU64>,
+    /// Live-reloadable settings, replaced whole on SIGHUP.
+    live: std::sync::Mutex<LiveSettings>,
+}
+
+/// Settings that SIGHUP can change without a restart.
+#[derive(Clone)]
+struct LiveSettings {
+    limits: Limits,
+}
+
+/// Runs the registry until SIGTERM or SIGINT.
+pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+    // BERTH_LOG overrides the configured level, for a one-off debug run.
+    let level = std::env::var("BERTH_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let log =
+        logging::init(&level, config.log.format).map_err(|e| ServeError::Logging(e.to_string()))?;
+    let started = Instant::now();
+
+    // IMPORTANT: block the signals before any thread starts, so that every
+    // executor inherits the mask and only the main thread receives them.
+    let signals = handled_signals();
+    let _ = signals.thread_block();
+
+    let executors_wanted = config.executor_count();
+    let shards_if_new = config.storage.shards_for_new_dir(executors_wanted);
+    let layout = Layout::open_or_create(&config.storage.data_dir, shards_if_new as u16).map_err(
+        |source| ServeError::DataDir {
+            dir: config.storage.data_dir.clone(),
+            source,
+        },
+    )?;
+    // An executor owns at least one shard.
+    let executors = executors_wanted.clamp(1, usize::from(layout.shard_count()));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.storage.data_dir.display(),
+        shards = layout.shard_count(),
+        executors,
+        "starting berth"
+    );
+    let _ = notify::status("recovering");
+
+    let control = Arc::new(Control {
+        shutdown: AtomicBool::new(false),
+        reload_generation: AtomicU64::new(0),
+        heartbeats: (0..executors)
+            .map(|_| AtomicU64::new(now_millis()))
+            .collect(),
+        live: std::sync::Mutex::new(LiveSettings {
+            limits: limits_of(&config),
+        }),
+    });
+
+    let mesh = MeshBuilder::<Job, _>::full(executors, 256);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ServeError>>();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut threads = Vec::with_capacity(executors);
+    for index in 0..executors {
+        let placement = if executors <= cpus {
+            Placement::Fixed(index)
+        } else {
+            Placement::Unbound
+        };
+        let context = ExecutorContext {
+            config: config.clone(),
+            layout: layout.clone(),
+            mesh: mesh.clone(),
+            control: control.clone(),
+            ready: ready_tx.clone(),
+            executors,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("berth-{index}"))
+            .spawn(move || run_executor(context))
+            .map_err(|e| ServeError::Spawn(e.to_string()))?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+
+    for _ in 0..executors {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                control.shutdown.store(true, Ordering::SeqCst);
+                return Err(error);
+            }
+            Err(_) => {
+                return Err(ServeError::Executor {
+                    executor: 0,
+                    reason: "an executor exited during start".to_owned(),
+                })
+            }
+        }
+    }
+    let took = started.elapsed();
+    tracing::info!(
+        listen = ?config.server.listen,
+        admin = %config.server.admin_listen,
+        startup_ms = took.as_millis() as u64,
+        "ready"
+    );
+    let _ = notify::ready();
+    let _ = notify::status(&format!("serving on {:?}", config.server.listen));
+
+    watch_signals(&signals, &control, &log, config_path.as_ref(), &config);
+
+    let _ = notify::stopping();
+    let _ = notify::status("draining");
+    tracing::info!("draining connections");
+    for handle in threads {
+        let _ = handle.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything an executor thread needs to start.
+struct ExecutorContext {
+    config: Config,
+    layout: Layout,
+    mesh: MeshBuilder<Job, glommio::channels::channel_mesh::Full>,
+    control: Arc<Control>,
+    ready: mpsc::Sender<Result<usize, ServeError>>,
+    executors: usize,
+}
+
+async fn run_executor(context: ExecutorContext) {
+    let ExecutorContext {
+        config,
+        layout,
+        mesh,
+        control,
+        ready,
+        executors,
+    } = context;
+
+    let (senders, receivers) = match mesh.join().await {
+        Ok(pair) => pair,
+        Err(error) => {
+            let _ = ready.send(Err(ServeError::Executor {
+                executor: 0,
+                reason: format!("could not join the channel mesh: {error}"),
+            }));
+            return;
+        }
+    };
+    let index = senders.peer_id();
+
+    let options = ShardOptions {
+        segment_bytes: config.storage.segment_bytes,
+        ..ShardOptions::default()
+    };
+    let recovery_started = Instant::now();
+    let mut shards = BTreeMap::new();
+    for shard_id in (0..layout.shard_count()).filter(|s| usize::from(*s) % executors == index) {
+        match Shard::open(&layout, shard_id, &options).await {
+            Ok((shard, report)) => {
+                tracing::info!(shard = shard_id, executor = index, report = %report, "shard recovered");
+                shards.insert(shard_id, Rc::new(shard));
+            }
+            Err(error) => {
+                tracing::error!(shard = shard_id, error = %error, "shard recovery failed");
+                let _ = ready.send(Err(ServeError::Executor {
+                    executor: index,
+                    reason: format!("shard {shard_id}: {error}"),
+                }));
+                return;
+            }
+        }
+    }
+
+    let reader = Reader::new(&layout, config.storage.cache_bytes);
+    let recovery_secs = recovery_started.elapsed().as_secs_f64();
+    let local = Rc::new(Local::new(index, shards, reader, recovery_secs));
+    let router = Router::start(local.clone(), senders, receivers, layout.shard_count());
+
+    let settings = RegistrySettings {
+        max_manifest_bytes: config.http.max_manifest_bytes,
+        max_upload_bytes: 0,
+        upload_expiry: config.uploads.expiry(),
+    };
+    let observer = Rc::new(observe::Observer::new(local.clone(), config.log.access_log));
+    let registry = Rc::new(Registry::new(router.clone(), settings).with_observer(observer));
+
+    let limits = Rc::new(limits_of(&config));
+    let shutdown = http::ShutdownSignal::new();
+    let mut loops = Vec::new();
+    for addr in &config.server.listen {
+        let listener = match http::bind_reuseport(*addr) {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = ready.send(Err(ServeError::Executor {
+                    executor: index,
+                    reason: format!("binding {addr}: {error}"),
+                }));
+                return;
+            }
+        };
+        loops.push(glommio::spawn_local(http::accept_loop(
+            listener,
+            limits.clone(),
+            registry.clone(),
+            None,
+            shutdown.clone(),
+        )));
+    }
+
+    if index == 0 {
+        let admin_handler = Rc::new(admin::AdminHandler::new(router.clone()));
+        match http::bind_reuseport(config.server.admin_listen) {
+            Ok(listener) => {
+                loops.push(glommio::spawn_local(http::accept_loop(
+                    listener,
+                    limits.clone(),
+                    admin_handler,
+                    None,
+                    shutdown.clone(),
+                )));
+            }
+            Err(error) => {
+                let _ = ready.send(Err(ServeError::Executor {
+                    executor: index,
+                    reason: format!("binding admin {}: {error}", config.server.admin_listen),
+                }));
+                return;
+            }
+        }
+    }
+
+    spawn_background(local.clone(), &config);
+    let _ = ready.send(Ok(index));
+
+    // Heartbeat for the watchdog, and the stop flag, checked together.
+    let heartbeat = &control.heartbeats[index];
+    loop {
+        heartbeat.store(now_millis(), Ordering::Relaxed);
+        if control.shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+
+    shutdown.trigger();
+    let drain = config.drain_timeout();
+    let drained = glommio::timer::timeout(drain, async {
+        for task in loops {
+            task.await;
+        }
+        Ok(())
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            executor = index,
+            "drain timeout passed; closing remaining connections"
+        );
+    }
+}
+
+/// Starts the executor's background work in a low-share task queue, so
+/// that it cannot starve requests.
+fn spawn_background(local: Rc<Local>, config: &Config) {
+    let queue = glommio::executor().create_task_queue(
+        Shares::Static(100),
+        glommio::Latency::NotImportant,
+        "background",
+    );
+    let expiry = config.uploads.expiry();
+    let interval = config.uploads.sweep_interval();
+    let task = glommio::spawn_local_into(
+        async move {
+            loop {
+                glommio::timer::sleep(interval).await;
+                crate::registry::expire_uploads(local.clone(), expiry).await;
+            }
+        },
+        queue,
+    );
+    if let Ok(task) = task {
+        task.detach();
+    }
+}
+
+/// Waits for signals on the main thread and acts on them; returns when
+/// the server must stop.
+fn watch_signals(
+    signals: &SigSet,
+    control: &Control,
+    log: &logging::LogHandle,
+    path: Option<&PathBuf>,
+    config: &Config,
+) {
+    let watchdog = notify::watchdog_interval();
+    let mut last_ping = Instant::now();
+    loop {
+        if let Some(interval) = watchdog {
+            if last_ping.elapsed() >= interval / 2 && executors_alive(control, interval) {
+                let _ = notify::watchdog();
+                last_ping = Instant::now();
+            }
+        }
+
+        match wait_signal(signals, Duration::from_millis(250)) {
+            Some(Signal::SIGTERM) | Some(Signal::SIGINT) => {
+                tracing::info!("stop requested");
+                control.shutdown.store(true, Ordering::SeqCst);
+                return;
+            }
+            Some(Signal::SIGHUP) => reload(control, log, path, config),
+            _ => {}
+        }
+    }
+}
+
+/// SIGHUP: reads the config file again and applies what can change live.
+fn reload(control: &Control, log: &logging::LogHandle, path: Option<&PathBuf>, running: &Config) {
+    let _ = notify::reloading();
+    let Some(path) = path else {
+        tracing::info!("reload requested; no config file to read");
+        let _ = notify::ready();
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            let diff = running.reloadable_diff(&new);
+            if let Err(error) = log.set_level(&new.log.level) {
+                tracing::warn!(error = %error, "log level not changed");
+            }
+            if let Ok(mut live) = control.live.lock() {
+                live.limits = limits_of(&new);
+            }
+            control.reload_generation.fetch_add(1, Ordering::SeqCst);
+            tracing::info!(live = ?diff.live, needs_restart = ?diff.restart, "config reloaded");
+        }
+        Err(error) => tracing::error!(error = %error, "reload refused: config is invalid"),
+    }
+    let _ = notify::ready();
+}
+
+fn executors_alive(control: &Control, interval: Duration) -> bool {
+    let now = now_millis();
+    let limit = interval.as_millis() as u64;
+    control
+        .heartbeats
+        .iter()
+        .all(|beat| now.saturating_sub(beat.load(Ordering::Relaxed)) < limit)
+}
+
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Waits up to `timeout` for one of `signals`.
+fn wait_signal(signals: &SigSet, timeout: Duration) -> Option<Signal> {
+    let spec = nix::sys::time::TimeSpec::from_duration(timeout);
+    // SAFETY: sigtimedwait(2) reads the set and writes nothing we pass
+    // except the optional info pointer, which is null.
+    let number =
+        unsafe { nix::libc::sigtimedwait(signals.as_ref(), std::ptr::null_mut(), spec.as_ref()) };
+    if number <= 0 {
+        return None;
+    }
+    Signal::try_from(number).ok()
+}
+
+/// The HTTP limits the config asks for.
+fn limits_of(config: &Config) -> Limits {
+    Limits {
+        max_header_bytes: config.http.max_header_bytes,
+        max_headers: config.http.max_headers,
+        max_uri_bytes: config.http.max_uri_bytes,
+        header_read_timeout: config.http.header_read_timeout(),
+        body_read_timeout: config.http.body_read_timeout(),
+        idle_timeout: config.http.idle_timeout(),
+        write_timeout: config.http.write_timeout(),
+        max_connections: config.http.max_connections_per_core,
+        ..Limits::default()
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,72 @@
+//! Per-request bookkeeping: the access log line and the core's metrics.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::http::Request;
+use crate::logging;
+use crate::registry::RequestObserver;
+use crate::shards::Local;
+
+/// Records every answered request in this core's metrics and, when
+/// enabled, in the access log.
+pub struct Observer {
+    local: Rc<Local>,
+    access_log: bool,
+    next_request: std::cell::Cell<u64>,
+}
+
+impl Observer {
+    /// An observer writing into `metrics`.
+    pub fn new(local: Rc<Local>, access_log: bool) -> Self {
+        Observer {
+            local,
+            access_log,
+            next_request: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl RequestObserver for Observer {
+    fn observe(
+        &self,
+        request: &Request,
+        route: &'static str,
+        status: u16,
+        bytes_out: u64,
+        took: Duration,
+    ) {
+        let bytes_in = request
+            .header("content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.local.metrics.request(
+            route,
+            request.method.as_str(),
+            status,
+            took,
+            bytes_in,
+            bytes_out,
+        );
+
+        if self.access_log {
+            let id = self.next_request.get();
+            self.next_request.set(id + 1);
+            let repository = crate::oci::route::route(request.method.as_str(), &request.path, "")
+                .ok()
+                .and_then(|r| r.name().map(str::to_owned))
+                .unwrap_or_default();
+            logging::access(
+                request.method.as_str(),
+                &request.path,
+                status,
+                bytes_in,
+                bytes_out,
+                took,
+                &repository,
+                &request.peer,
+                &format!("{}-{id:x}", self.local.executor),
+            );
+        }
+    }
+}
