@@ -17,11 +17,14 @@ use sha2::{Digest as _, Sha256};
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
-    /// Makes a fresh, empty directory under the system temp directory.
+    /// Makes a fresh, empty directory under cargo's temp directory for
+    /// tests, which lies in the target directory: on a real disk, where
+    /// `/tmp` may be tmpfs (no O_DIRECT).
     pub fn new(label: &str) -> Scratch {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join(format!(
             "berth-bench-test-{label}-{}-{n}",
             std::process::id()
         ));
