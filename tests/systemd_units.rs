@@ -1,16 +1,26 @@
-//! Checks of the files under `systemd/` with systemd's own tools.
+//! berth under systemd: the unit files and the notify protocol.
 //!
 //! `systemd-analyze verify` and `security` read the unit; the sysusers
 //! and tmpfiles entries are applied to a scratch root directory, never
 //! to the machine itself. A test whose tool is absent says so and
 //! passes; Debian's `systemd` package provides all of them.
+//!
+//! The last test starts `berth serve` with a notify socket of its own
+//! and checks what systemd would be told through start, reload (which
+//! must change the log level live) and stop.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use berth::config::Config;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 const UNIT: &str = include_str!("../systemd/berth.service");
 
@@ -215,4 +225,141 @@ fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
         assert_eq!(meta.permissions().mode() & 0o7777, 0o750, "{path}");
         assert_eq!(meta.uid(), owner, "{path}");
     }
+}
+
+/// A free TCP port on the loopback address, for a server to bind.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// Waits up to `limit` for a datagram whose text satisfies `wanted`,
+/// returning it; the ones before it are kept in `seen`.
+fn await_message(
+    socket: &UnixDatagram,
+    seen: &mut Vec<String>,
+    limit: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if wanted(&text) {
+            return text;
+        }
+        seen.push(text);
+    }
+    panic!("no wanted message within {limit:?}; got {seen:?}");
+}
+
+/// Sends one request and reads the whole answer.
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// Waits until `path`'s text satisfies `wanted`.
+fn await_log(path: &Path, limit: Duration, wanted: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if wanted(&text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "log never matched:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_config(path: &Path, data: &Path, port: u16, admin: u16, level: &str) {
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nexecutors = 1\n\
+         admin_listen = \"127.0.0.1:{admin}\"\ndrain_timeout_secs = 5\n\
+         [storage]\ndata_dir = \"{}\"\nsegment_bytes = 8388608\n\
+         cache_bytes = 0\n[log]\nlevel = \"{level}\"\n",
+        data.display()
+    );
+    fs::write(path, text).unwrap();
+}
+
+#[test]
+fn serve_tells_systemd_about_ready_reload_watchdog_and_stop() {
+    let scratch = Scratch::new("serve");
+    let socket_path = scratch.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let (port, admin) = (free_port(), free_port());
+    let config = scratch.path().join("berth.toml");
+    let data = scratch.path().join("data");
+    write_config(&config, &data, port, admin, "warn");
+    let log = scratch.path().join("stderr.log");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let mut seen = Vec::new();
+    let long = Duration::from_secs(30);
+
+    await_message(&socket, &mut seen, long, |m| m == "READY=1");
+    assert!(seen.iter().any(|m| m.starts_with("STATUS=")), "{seen:?}");
+    await_message(&socket, &mut seen, long, |m| m == "WATCHDOG=1");
+
+    // At warn, a request writes no access line.
+    assert!(http_get(port, "/v2/").starts_with("HTTP/1.1 200"));
+    assert!(http_get(admin, "/readyz").starts_with("HTTP/1.1 200"));
+
+    // SIGHUP with level info: RELOADING=1, READY=1, then access lines.
+    write_config(&config, &data, port, admin, "info");
+    kill(pid, Signal::SIGHUP).unwrap();
+    let reloading = await_message(&socket, &mut seen, long, |m| m.starts_with("RELOADING=1"));
+    assert!(reloading.contains("\nMONOTONIC_USEC="), "{reloading:?}");
+    await_message(&socket, &mut seen, long, |m| m == "READY=1");
+    let before = fs::read_to_string(&log).unwrap();
+    assert!(!before.contains("berth::access"), "{before}");
+    assert!(http_get(port, "/v2/").starts_with("HTTP/1.1 200"));
+    await_log(&log, long, |text| text.contains("berth::access"));
+
+    // The admin listener counts that request.
+    let metrics = http_get(admin, "/metrics");
+    assert!(metrics.contains("berth_http_requests_total{"), "{metrics}");
+
+    // SIGTERM: STOPPING=1 and a clean exit.
+    kill(pid, Signal::SIGTERM).unwrap();
+    await_message(&socket, &mut seen, long, |m| m == "STOPPING=1");
+    let deadline = Instant::now() + long;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth did not stop within {long:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
