@@ -111,6 +111,9 @@ pub(crate) fn parse_head(
         peer,
     };
 
+    // NOTE: a missing or repeated `Host` is accepted, although RFC 9112
+    // section 3.2 asks for 400: berth serves one authority, never routes
+    // by host, and some minimal clients leave it out.
     let framing = framing(&request, is_http_1_0)?;
     let keep_alive = if is_http_1_0 {
         request.has_token("connection", "keep-alive")

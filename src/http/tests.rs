@@ -47,6 +47,7 @@ struct Probe {
 /// - `/noread`: answers without touching the body;
 /// - `/need-length`: 411 unless the body is framed;
 /// - `/stream?N`: streams N bytes (byte i is `i % 251`);
+/// - `/zeros?N`: streams N zero bytes, cheaply;
 /// - `/close`: answers with `Connection: close`.
 struct TestHandler {
     probe: Arc<Probe>,
@@ -77,6 +78,7 @@ impl Handler for TestHandler {
             }
             "/need-length" => Response::new(204),
             "/stream" => self.stream(req.query.parse().unwrap_or(0)),
+            "/zeros" => zeros(req.query.parse().unwrap_or(0)),
             "/close" => Response::new(200).header("Connection", "close"),
             _ => Response::new(404),
         }
@@ -104,6 +106,20 @@ impl TestHandler {
         };
         response
     }
+}
+
+fn zeros(len: u64) -> Response {
+    let piece = vec![0u8; 256 * 1024];
+    let mut left = len;
+    let chunks = futures_lite::stream::poll_fn(move |_| {
+        if left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = left.min(piece.len() as u64);
+        left -= n;
+        std::task::Poll::Ready(Some(Ok(piece[..n as usize].to_vec())))
+    });
+    Response::new(200).stream(len, chunks)
 }
 
 fn body_error(error: BodyError) -> Response {
@@ -816,12 +832,12 @@ fn two_listeners_share_one_address_through_reuseport() {
     });
 }
 
-/// Requests per second of small keep-alive GETs; run with
-/// `cargo test --release -p berth --lib keep_alive_throughput --
-/// --ignored --nocapture`.
+/// Requests per second of small keep-alive GETs, and MB/s of one large
+/// body each way; run with `cargo test --release -p berth --lib
+/// throughput_probe -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement, not a check"]
-fn keep_alive_throughput() {
+fn throughput_probe() {
     let server = TestServer::start(Limits {
         max_connections: 1024,
         ..Limits::default()
@@ -858,4 +874,39 @@ fn keep_alive_throughput() {
             total as f64 / secs
         );
     }
+    print_body_throughput(&server);
+}
+
+/// Prints MB/s of a 1 GiB upload and a 1 GiB download on one connection.
+fn print_body_throughput(server: &TestServer) {
+    let len: u64 = 1024 * 1024 * 1024;
+    let piece = vec![0u8; 1024 * 1024];
+
+    let mut stream = server.connect();
+    let started = Instant::now();
+    let head = format!("POST /len HTTP/1.1\r\nContent-Length: {len}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    for _ in 0..len / piece.len() as u64 {
+        stream.write_all(&piece).unwrap();
+    }
+    let reply = read_reply(&mut BufReader::new(&mut stream), true);
+    assert_eq!(reply.text(), format!("len={len}"));
+    let secs = started.elapsed().as_secs_f64();
+    println!("upload: {:.0} MB/s", len as f64 / secs / 1e6);
+
+    let started = Instant::now();
+    stream
+        .write_all(format!("GET /zeros?{len} HTTP/1.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reader = BufReader::with_capacity(1024 * 1024, stream);
+    let _ = read_reply(&mut reader, false);
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut received = 0;
+    while received < len {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0);
+        received += n as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("download: {:.0} MB/s", len as f64 / secs / 1e6);
 }
