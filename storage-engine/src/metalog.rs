@@ -164,6 +164,7 @@ pub(crate) struct MetaLog {
     flushing: Cell<bool>,
     failed: RefCell<Option<String>>,
     notify: Notify,
+    syncs: Cell<u64>,
 }
 
 impl MetaLog {
@@ -194,6 +195,7 @@ impl MetaLog {
             flushing: Cell::new(false),
             failed: RefCell::new(None),
             notify: Notify::default(),
+            syncs: Cell::new(0),
         })
     }
 
@@ -231,6 +233,11 @@ impl MetaLog {
     /// written (header included).
     pub fn bytes_in_generation(&self) -> u64 {
         self.bytes_in_gen.get()
+    }
+
+    /// fdatasync calls made for batches since open.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.get()
     }
 
     /// The generation frames are appended to.
@@ -314,6 +321,7 @@ impl MetaLog {
             file.append(&bytes).await?;
             // IMPORTANT: nothing in this batch is acknowledged before this.
             file.file.fdatasync().await?;
+            self.syncs.set(self.syncs.get() + 1);
         }
         Ok(())
     }

@@ -158,6 +158,7 @@ pub(crate) async fn recover(
         layout: layout.clone(),
         checkpointing: Cell::new(false),
         checkpoint_done: Notify::default(),
+        segment_syncs: Rc::new(Cell::new(0)),
         _lock: lock,
     });
 

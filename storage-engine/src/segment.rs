@@ -31,6 +31,8 @@ pub(crate) struct SegmentFile {
     syncing: Cell<bool>,
     failed: Cell<bool>,
     notify: Notify,
+    /// fdatasync calls, shared by the shard's segments.
+    syncs: Rc<Cell<u64>>,
 }
 
 /// Why a sync could not be confirmed.
@@ -52,6 +54,7 @@ impl SegmentFile {
         shard: u16,
         id: u32,
         bytes: u64,
+        syncs: Rc<Cell<u64>>,
     ) -> std::io::Result<SegmentFile> {
         let file = OpenOptions::new()
             .read(true)
@@ -84,6 +87,7 @@ impl SegmentFile {
             syncing: Cell::new(false),
             failed: Cell::new(false),
             notify: Notify::default(),
+            syncs,
         })
     }
 
@@ -122,6 +126,7 @@ impl SegmentFile {
             self.syncing.set(true);
             let target = self.completed.get();
             let result = self.file.fdatasync().await;
+            self.syncs.set(self.syncs.get() + 1);
             self.syncing.set(false);
             match result {
                 Ok(()) => self.synced.set(target),

@@ -61,6 +61,7 @@ pub(crate) struct Inner {
     pub layout: Layout,
     pub checkpointing: Cell<bool>,
     pub checkpoint_done: Notify,
+    pub segment_syncs: Rc<Cell<u64>>,
     pub _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -142,6 +143,7 @@ impl Shard {
             }
             u.busy = true;
             let hasher = match (&u.hasher, u.len) {
+                _ if !self.inner.opts.hash_while_writing => None,
                 (Some(h), _) => Some(h.clone()),
                 (None, 0) => Some(DigestHasher::new(DigestAlgorithm::Sha256)),
                 (None, _) => None,
@@ -533,6 +535,8 @@ impl Shard {
             meta_generation: self.inner.meta.generation(),
             meta_bytes: self.inner.meta.bytes_in_generation(),
             poisoned: self.is_poisoned(),
+            segment_syncs: self.inner.segment_syncs.get(),
+            meta_syncs: self.inner.meta.syncs(),
         }
     }
 
@@ -727,7 +731,7 @@ impl Inner {
 
     /// Reserves `bytes` at the end of the active segment, starting a new
     /// segment when it is full.
-    async fn reserve_space(&self, bytes: u64) -> Result<(SegmentRef, u32)> {
+    pub async fn reserve_space(&self, bytes: u64) -> Result<(SegmentRef, u32)> {
         if bytes > self.opts.segment_bytes - BLOCK_BYTES {
             return Err(StorageError::InvalidArgument {
                 op: "write record",
@@ -782,9 +786,15 @@ impl Inner {
         self.state.borrow_mut().next_segment = id + 1;
 
         let path = self.layout.segment_path(self.id, id);
-        let seg = SegmentFile::create(&path, self.id, id, self.opts.segment_bytes)
-            .await
-            .map_err(|e| StorageError::io(self.id, "create segment", &path, e))?;
+        let seg = SegmentFile::create(
+            &path,
+            self.id,
+            id,
+            self.opts.segment_bytes,
+            self.segment_syncs.clone(),
+        )
+        .await
+        .map_err(|e| StorageError::io(self.id, "create segment", &path, e))?;
         sync_dir(&self.dir)
             .map_err(|e| StorageError::io(self.id, "sync shard dir", &self.dir, e))?;
 

@@ -20,6 +20,9 @@ pub struct ShardOptions {
     /// one more fails with [`crate::StorageError::NoSpace`]. `None`: only
     /// the disk limits it.
     pub max_segments: Option<u32>,
+    /// Hash upload bytes as they arrive (the default). When false, commit
+    /// re-reads the upload to hash it, as it does after a restart.
+    pub hash_while_writing: bool,
 }
 
 /// The smallest accepted segment size.
@@ -31,6 +34,7 @@ impl Default for ShardOptions {
             segment_bytes: 256 << 20,
             checkpoint_every_bytes: 64 << 20,
             max_segments: None,
+            hash_while_writing: true,
         }
     }
 }
@@ -210,6 +214,11 @@ pub struct ShardStats {
     pub meta_bytes: u64,
     /// Whether writes are refused after a failed sync.
     pub poisoned: bool,
+    /// fdatasync calls on segments since open (group commit: fewer than
+    /// durable writes).
+    pub segment_syncs: u64,
+    /// fdatasync calls on the metadata log since open.
+    pub meta_syncs: u64,
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@
 //! append wrote is reachable until `finish` has synced the chunks and logged
 //! the new extents.
 
-use std::rc::Rc;
+use std::collections::VecDeque;
 
 use glommio::io::DmaBuffer;
+use glommio::task::JoinHandle;
 
 use crate::digest::DigestHasher;
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::meta::MetaOp;
 use crate::record::{
     encode_record, record_bytes_for, Extent, RecordKind, CHUNK_PAYLOAD_BYTES, CHUNK_RECORD_BYTES,
@@ -20,6 +21,12 @@ use crate::record::{
 };
 use crate::segment::SegmentRef;
 use crate::shard::{check_blob_len, now_secs, Shard};
+
+/// Chunk writes one append keeps in flight: enough to keep the device busy
+/// with one stream, and a bound on the memory an append holds.
+const WRITES_IN_FLIGHT: usize = 4;
+
+type WriteResult = std::io::Result<u64>;
 
 /// A streaming writer for one append (one PATCH or PUT body) to an upload.
 ///
@@ -37,6 +44,7 @@ pub struct UploadAppend<'a> {
     filled: usize,
     extents: Vec<Extent>,
     tickets: Vec<(SegmentRef, u64)>,
+    in_flight: VecDeque<(SegmentRef, JoinHandle<WriteResult>)>,
     done: bool,
 }
 
@@ -58,6 +66,7 @@ impl<'a> UploadAppend<'a> {
             filled: 0,
             extents: Vec::new(),
             tickets: Vec::new(),
+            in_flight: VecDeque::new(),
             done: false,
         }
     }
@@ -105,6 +114,9 @@ impl<'a> UploadAppend<'a> {
         if self.filled > 0 {
             self.flush_chunk().await?;
         }
+        while !self.in_flight.is_empty() {
+            self.complete_one().await?;
+        }
         let inner = self.shard.inner.clone();
         for (seg, ticket) in std::mem::take(&mut self.tickets) {
             inner.sync_segment(&seg, ticket).await?;
@@ -151,18 +163,48 @@ impl<'a> UploadAppend<'a> {
         self.filled = 0;
         self.chunk_start += payload as u64;
 
-        let inner: &Rc<_> = &self.shard.inner;
-        let (seg, block, ticket) = inner.write_record(buf).await?;
+        // NOTE: space is reserved in order, but the writes run
+        // concurrently; the extents are reachable only after all of them
+        // completed and were synced, in `finish`.
+        let inner = self.shard.inner.clone();
+        let bytes = buf.len() as u64;
+        let (seg, block) = inner.reserve_space(bytes).await?;
         self.extents.push(Extent {
             segment: seg.id,
             block,
             len: payload as u32,
         });
-        match self.tickets.iter_mut().find(|(s, _)| s.id == seg.id) {
-            Some((_, t)) => *t = (*t).max(ticket),
-            None => self.tickets.push((seg, ticket)),
+        let task_seg = seg.clone();
+        let handle = glommio::spawn_local(async move { task_seg.write(buf, block).await }).detach();
+        self.in_flight.push_back((seg, handle));
+        if self.in_flight.len() >= WRITES_IN_FLIGHT {
+            self.complete_one().await?;
         }
         Ok(())
+    }
+
+    /// Waits for the oldest chunk write and records its sync ticket.
+    async fn complete_one(&mut self) -> Result<()> {
+        let Some((seg, handle)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let inner = &self.shard.inner;
+        match handle.await {
+            Some(Ok(ticket)) => {
+                match self.tickets.iter_mut().find(|(s, _)| s.id == seg.id) {
+                    Some((_, t)) => *t = (*t).max(ticket),
+                    None => self.tickets.push((seg, ticket)),
+                }
+                Ok(())
+            }
+            Some(Err(e)) => Err(StorageError::io(inner.id, "write segment", &seg.path, e)),
+            None => Err(StorageError::io(
+                inner.id,
+                "write segment",
+                &seg.path,
+                std::io::Error::other("chunk write task cancelled"),
+            )),
+        }
     }
 }
 

@@ -23,6 +23,7 @@ fn opts() -> ShardOptions {
         segment_bytes: 8 << 20,
         checkpoint_every_bytes: 8 << 10,
         max_segments: None,
+        hash_while_writing: true,
     }
 }
 

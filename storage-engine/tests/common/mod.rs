@@ -26,6 +26,7 @@ pub fn small_opts() -> ShardOptions {
         segment_bytes: 4 << 20,
         checkpoint_every_bytes: 64 << 10,
         max_segments: None,
+        hash_while_writing: true,
     }
 }
 
