@@ -353,6 +353,8 @@ impl<'c> Body<'c> {
 
     /// Reads more bytes into the buffer within the body read timeout.
     async fn fill(&mut self) -> Result<(), BodyError> {
+        // A ready socket never suspends the read; let other tasks run.
+        glommio::yield_if_needed().await;
         let wait = self.state.read_timeout;
         match self.buf.fill(&mut *self.io, wait, 0).await {
             Ok(_) => Ok(()),

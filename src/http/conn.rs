@@ -49,6 +49,8 @@ pub trait Handler {
 }
 
 /// Serves one connection until it closes: keep-alive, pipelining, limits.
+///
+/// Runs on a glommio executor: its timeouts are glommio timers.
 pub async fn serve_connection<S, H>(mut stream: S, peer: SocketAddr, limits: &Limits, handler: &H)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -71,6 +73,11 @@ pub(crate) async fn serve<H: Handler>(
     let mut is_first = true;
 
     loop {
+        // IMPORTANT: reads and writes that find the socket ready never
+        // suspend, so a client that keeps it ready (pipelining, fast
+        // uploads) would hold the executor without these yields.
+        glommio::yield_if_needed().await;
+
         let head = match read_head(io, &mut buf, peer, limits, is_first, shutdown).await {
             HeadRead::Head(head) => head,
             HeadRead::Close => {
@@ -340,6 +347,7 @@ async fn write_stream(
     let mut is_head_sent = false;
 
     while sent < len {
+        glommio::yield_if_needed().await;
         let Some(item) = chunks.next().await else {
             break;
         };
