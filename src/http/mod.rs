@@ -1,7 +1,7 @@
 //! HTTP/1.1 written by hand on `httparse` (RFC 9112).
 //!
-//! One connection is one task on one executor. The driver in [`conn`]
-//! reads a request head into a buffer of fixed size, hands the handler a
+//! One connection is one task on one executor. The driver reads a
+//! request head into a buffer of fixed size, hands the [`Handler`] a
 //! [`Body`] that reads the rest on demand, and writes the [`Response`],
 //! pulling a streamed body piece by piece. Memory per connection is the
 //! read buffer (`max_header_bytes` plus [`BODY_READ_BYTES`]) and one
