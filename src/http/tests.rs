@@ -910,3 +910,15 @@ fn print_body_throughput(server: &TestServer) {
     let secs = started.elapsed().as_secs_f64();
     println!("download: {:.0} MB/s", len as f64 / secs / 1e6);
 }
+
+#[test]
+fn tls_handshake_that_never_starts_is_closed_after_the_header_timeout() {
+    let server = TestServer::start_with(
+        test_limits(),
+        Some((testdata().join("leaf-a.pem"), testdata().join("leaf-a.key"))),
+    );
+    let mut stream = server.connect();
+    let started = Instant::now();
+    assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
