@@ -922,3 +922,44 @@ fn tls_handshake_that_never_starts_is_closed_after_the_header_timeout() {
     assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
+
+#[test]
+fn concurrent_connections_each_get_their_own_answers() {
+    let server = Arc::new(TestServer::start(test_limits()));
+    let clients: Vec<_> = (0..16)
+        .map(|client| {
+            let server = server.clone();
+            thread::spawn(move || {
+                let mut stream = server.connect();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                for round in 0..40 {
+                    let text = format!("client {client} round {round}");
+                    let request = match round % 3 {
+                        0 => format!(
+                            "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        ),
+                        1 => format!(
+                            "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                             {:x}\r\n{text}\r\n0\r\n\r\n",
+                            text.len()
+                        ),
+                        _ => "GET /stream?100000 HTTP/1.1\r\n\r\n".to_owned(),
+                    };
+                    stream.write_all(request.as_bytes()).unwrap();
+                    let reply = read_reply(&mut reader, true);
+                    assert_eq!(reply.status, 200);
+                    if round % 3 == 2 {
+                        assert_eq!(reply.body.len(), 100_000);
+                        assert_eq!(reply.body[99_999], (99_999 % 251) as u8);
+                    } else {
+                        assert_eq!(reply.text(), text);
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
