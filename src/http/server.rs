@@ -89,6 +89,9 @@ pub async fn accept_loop<H: Handler + 'static>(
         }
     }
 
+    // Closing the socket now sends new connections to the executors
+    // still listening instead of leaving them in this one's backlog.
+    drop(listener);
     tracing::debug!(open = open.get(), "accept loop stopped, draining");
     if let Err(error) = gate.close().await {
         tracing::warn!(%error, "draining connections failed");

@@ -18,18 +18,30 @@ use super::*;
 /// Bytes of each piece the test handler streams.
 const STREAM_PIECE_BYTES: usize = 64 * 1024;
 
-/// Limits small enough that every test stays fast.
+/// Small size limits, and timeouts long enough that a loaded machine
+/// does not trip them by accident.
 fn test_limits() -> Limits {
     Limits {
         max_header_bytes: 4096,
         max_headers: 16,
         max_uri_bytes: 512,
+        header_read_timeout: Duration::from_secs(2),
+        body_read_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        max_connections: 64,
+        max_drain_bytes: 64 * 1024,
+    }
+}
+
+/// [`test_limits`] with short read timeouts, for the tests that wait
+/// for one to pass.
+fn quick_timeouts() -> Limits {
+    Limits {
         header_read_timeout: Duration::from_millis(300),
         body_read_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(300),
-        write_timeout: Duration::from_secs(2),
-        max_connections: 64,
-        max_drain_bytes: 64 * 1024,
+        ..test_limits()
     }
 }
 
@@ -414,7 +426,7 @@ fn malformed_head_gets_400_and_close() {
 
 #[test]
 fn slow_head_gets_408() {
-    let server = TestServer::start(test_limits());
+    let server = TestServer::start(quick_timeouts());
     let mut stream = server.connect();
     stream.write_all(b"GET /hello HTTP/1.1\r\nHost:").unwrap();
     let started = Instant::now();
@@ -426,14 +438,14 @@ fn slow_head_gets_408() {
 
 #[test]
 fn silent_new_connection_is_closed_after_the_header_timeout() {
-    let server = TestServer::start(test_limits());
+    let server = TestServer::start(quick_timeouts());
     let mut stream = server.connect();
     assert!(closes_quietly(&mut stream, Duration::from_secs(3)));
 }
 
 #[test]
 fn idle_keep_alive_connection_closes_silently() {
-    let server = TestServer::start(test_limits());
+    let server = TestServer::start(quick_timeouts());
     let (reply, mut stream) = exchange(&server, b"GET /hello HTTP/1.1\r\n\r\n");
     assert_eq!(reply.status, 200);
     let started = Instant::now();
@@ -443,7 +455,7 @@ fn idle_keep_alive_connection_closes_silently() {
 
 #[test]
 fn slowloris_body_closes_the_connection() {
-    let server = TestServer::start(test_limits());
+    let server = TestServer::start(quick_timeouts());
     let mut stream = server.connect();
     stream
         .write_all(b"POST /len HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
@@ -720,7 +732,13 @@ fn shutdown_lets_the_request_in_flight_finish() {
         .unwrap();
     thread::sleep(Duration::from_millis(50));
     server.stop.store(true, Ordering::SeqCst);
-    thread::sleep(Duration::from_millis(50));
+
+    // The listener closes once the signal has reached the accept loop.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while TcpStream::connect(server.addr).is_ok() {
+        assert!(Instant::now() < deadline, "listener still open");
+        thread::sleep(Duration::from_millis(5));
+    }
     stream.write_all(b"defghij").unwrap();
 
     let reply = read_reply(&mut BufReader::new(&mut stream), true);
@@ -914,7 +932,7 @@ fn print_body_throughput(server: &TestServer) {
 #[test]
 fn tls_handshake_that_never_starts_is_closed_after_the_header_timeout() {
     let server = TestServer::start_with(
-        test_limits(),
+        quick_timeouts(),
         Some((testdata().join("leaf-a.pem"), testdata().join("leaf-a.key"))),
     );
     let mut stream = server.connect();
