@@ -33,7 +33,8 @@ const KEEP_OUT_BYTES: usize = 8 * 1024;
 /// answer, so that closing does not reset the connection under it.
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// And waits at most this long for it.
+/// Longest wait while discarding input before a close (see
+/// `LINGER_BYTES`).
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Serves requests; one value per executor, used through `&self`.
