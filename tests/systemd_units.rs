@@ -227,10 +227,16 @@ fn sysusers_and_tmpfiles_apply_to_a_scratch_root() {
     }
 }
 
-/// A free TCP port on the loopback address, for a server to bind.
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
+/// Two distinct free TCP ports on the loopback address.
+fn free_ports() -> (u16, u16) {
+    // Both probes stay bound until both ports are known, so the kernel
+    // cannot hand out the same port twice.
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 /// Waits up to `limit` for a datagram whose text satisfies `wanted`,
@@ -302,7 +308,7 @@ fn serve_tells_systemd_about_ready_reload_watchdog_and_stop() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
 
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = free_ports();
     let config = scratch.path().join("berth.toml");
     let data = scratch.path().join("data");
     write_config(&config, &data, port, admin, "warn");
