@@ -216,10 +216,7 @@ impl Registry {
                 self.put_blob(repository, location, blob, true).await
             }
             PushMode::Stream => {
-                let size = blob.size();
-                let next = self
-                    .patch(repository, location, blob, 0, size, false)
-                    .await?;
+                let next = self.patch_streamed(repository, location, blob).await?;
                 self.put_blob(repository, next, blob, false).await
             }
             PushMode::Chunked { chunk_bytes } => {
@@ -229,9 +226,7 @@ impl Registry {
                 let mut start = 0;
                 while start < size {
                     let end = (start + step).min(size);
-                    location = self
-                        .patch(repository, location, blob, start, end, true)
-                        .await?;
+                    location = self.patch(repository, location, blob, start, end).await?;
                     start = end;
                 }
                 self.put_blob(repository, location, blob, false).await
@@ -389,6 +384,7 @@ impl Registry {
         Ok(location)
     }
 
+    /// PATCH bytes `start..end` with their `Content-Range`.
     async fn patch(
         &self,
         repository: &str,
@@ -396,20 +392,35 @@ impl Registry {
         blob: &Blob,
         start: u64,
         end: u64,
-        ranged: bool,
     ) -> Result<Url, Failure> {
         let resp = self
             .send("upload patch", repository, true, || {
-                let req = self
-                    .http
+                self.http
                     .patch(location.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(reqwest::Body::wrap(blob.range(start, end)));
-                if ranged {
-                    req.header(CONTENT_RANGE, format!("{start}-{}", end - 1))
-                } else {
-                    req
-                }
+                    .header(CONTENT_RANGE, format!("{start}-{}", end - 1))
+                    .body(reqwest::Body::wrap(blob.range(start, end)))
+            })
+            .await?;
+        let resp = expect("upload patch", resp, &[StatusCode::ACCEPTED]).await?;
+        let next = self.location("upload patch", &resp)?;
+        drain("upload patch", resp).await?;
+        Ok(next)
+    }
+
+    /// PATCH the whole blob with no range and no length, chunked.
+    async fn patch_streamed(
+        &self,
+        repository: &str,
+        location: Url,
+        blob: &Blob,
+    ) -> Result<Url, Failure> {
+        let resp = self
+            .send("upload patch", repository, true, || {
+                self.http
+                    .patch(location.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(reqwest::Body::wrap(blob.streamed_body()))
             })
             .await?;
         let resp = expect("upload patch", resp, &[StatusCode::ACCEPTED]).await?;

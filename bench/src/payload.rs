@@ -165,14 +165,30 @@ impl Blob {
         Payload {
             parts: [first, second],
             next: 0,
+            streamed: false,
+        }
+    }
+
+    /// A request body for the whole blob that hides its length, so it goes
+    /// out with `Transfer-Encoding: chunked` in pieces of
+    /// [`STREAM_FRAME_BYTES`], as a client streaming a layer sends it.
+    pub fn streamed_body(&self) -> Payload {
+        Payload {
+            streamed: true,
+            ..self.body()
         }
     }
 }
 
-/// A request body of up to two shared slices, with its exact length known.
+/// Piece size of a streamed body.
+pub const STREAM_FRAME_BYTES: usize = 1 << 20;
+
+/// A request body of up to two shared slices.
 pub struct Payload {
     parts: [Bytes; 2],
     next: usize,
+    /// Length unknown to the receiver; sent in pieces.
+    streamed: bool,
 }
 
 impl Payload {
@@ -200,8 +216,15 @@ impl http_body::Body for Payload {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         while self.next < 2 {
             let index = self.next;
+            let streamed = self.streamed;
+            let part = &mut self.parts[index];
+            if streamed && part.len() > STREAM_FRAME_BYTES {
+                // Splitting a shared slice copies nothing.
+                let piece = part.split_to(STREAM_FRAME_BYTES);
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            let part = std::mem::take(part);
             self.next += 1;
-            let part = std::mem::take(&mut self.parts[index]);
             if !part.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(part))));
             }
@@ -214,6 +237,9 @@ impl http_body::Body for Payload {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.streamed {
+            return SizeHint::default();
+        }
         SizeHint::with_exact(self.len())
     }
 }
@@ -298,6 +324,26 @@ mod tests {
             let end = end.min(64) as usize;
             assert_eq!(got, all[start as usize..end], "{start}..{end}");
         }
+    }
+
+    #[test]
+    fn streamed_bodies_come_in_pieces_of_unknown_length() {
+        use http_body::Body as _;
+        use std::task::Waker;
+
+        let content = Content::new(5, &[3 << 20]);
+        let blob = content.blob(3 << 20);
+        let mut payload = blob.streamed_body();
+        assert_eq!(payload.size_hint().exact(), None);
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut payload).poll_frame(&mut cx) {
+            let data = frame.into_data().unwrap();
+            assert!(data.len() <= STREAM_FRAME_BYTES);
+            got.extend_from_slice(&data);
+        }
+        assert_eq!(got, concat(&blob));
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
 
     let mut headers = Vec::new();
     let mut length = 0usize;
+    let mut chunked = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 || line == "\r\n" {
@@ -79,10 +80,32 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
         if name.eq_ignore_ascii_case("content-length") {
             length = value.parse().ok()?;
         }
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Passed on with a length instead.
+            chunked = value.eq_ignore_ascii_case("chunked");
+            continue;
+        }
         headers.push((name, value));
     }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
+
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        headers.push(("Content-Length".into(), body.len().to_string()));
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
     Some(Request {
         method,
         target,

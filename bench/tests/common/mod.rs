@@ -255,6 +255,8 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
         "--workload",
         "push:size=300KiB,mode=chunked,chunk=128KiB,conc=2",
         "--workload",
+        "push:size=2500KiB,mode=stream,conc=2",
+        "--workload",
         "image:layers=2,shared=1,size=8KiB,repos=3,conc=3",
         "--workload",
         "pull:size=64KiB,objects=4,range=1KiB",
@@ -282,7 +284,7 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(&ledger).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 7, "{out}");
+    assert_eq!(results.len(), 8, "{out}");
 
     // Each row: 2 repetitions x 7 operations, all successful.
     for row in results {
@@ -292,7 +294,7 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
     }
 
     // Pushes: one blob per operation, the bytes the tool reported.
-    for index in [0, 1] {
+    for index in [0, 1, 2] {
         let blobs = entries(&stored, index, "measure", "blob");
         let size: u64 = blobs.iter().map(|e| e["size"].as_u64().unwrap()).sum();
         assert_eq!(blobs.len() as u64, sum(&results[index], "ops"));
@@ -300,12 +302,12 @@ pub fn run_and_verify_via(url: &str, credentials: &str, check_url: &str, check_b
     }
 
     // Images: one manifest per operation.
-    let manifests = entries(&stored, 2, "measure", "manifest");
-    assert_eq!(manifests.len() as u64, sum(&results[2], "ops"));
+    let manifests = entries(&stored, 3, "measure", "manifest");
+    assert_eq!(manifests.len() as u64, sum(&results[3], "ops"));
 
     // Mixed: every write stored one blob.
-    let writes = entries(&stored, 6, "measure", "blob");
-    let reported: u64 = results[6]["samples"]
+    let writes = entries(&stored, 7, "measure", "blob");
+    let reported: u64 = results[7]["samples"]
         .as_array()
         .unwrap()
         .iter()
