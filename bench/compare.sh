@@ -14,6 +14,7 @@
 #   EXTRA_TARGETS="zot=http://127.0.0.1:5200 ..."  more registries to measure
 #   WORKLOADS="push:size=1MiB ..."      replace the standard workload set
 #   NO_README=1                         leave bench/README.md alone
+#   BERTH_BIN=... BENCH_BIN=...         use these binaries, build nothing
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -54,12 +55,22 @@ if [ ! -x /usr/bin/docker-registry ]; then
 fi
 
 # 2. Binaries.
-say "building berth and berth-bench (release)"
-cargo build --release -p berth -p berth-bench
-berth="$target_dir/release/berth"
-bench="$target_dir/release/berth-bench"
+berth="${BERTH_BIN:-$target_dir/release/berth}"
+bench="${BENCH_BIN:-$target_dir/release/berth-bench}"
+if [ -z "${BERTH_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
+    say "building berth and berth-bench (release)"
+    cargo build --release -p berth -p berth-bench
+fi
 
-# 3. Fresh data directories and the two servers.
+# 3. Fresh data directories and the two servers, on ports nothing else
+# holds (or the run would measure a stranger).
+for port in "$berth_port" "$((berth_port + 1))" "$dist_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "127.0.0.1:$port is already in use; stop what listens there" >&2
+        exit 1
+    fi
+done
+
 rm -rf "$work"
 mkdir -p "$work/berth" "$work/dist"
 pids=()
@@ -94,8 +105,11 @@ say "starting Distribution on 127.0.0.1:$dist_port, data in $work/dist"
 pids+=("$!")
 
 wait_ready() {
-    local port="$1" name="$2"
+    local port="$1" name="$2" pid="$3"
     for _ in $(seq 1 300); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             return 0
         fi
@@ -105,8 +119,8 @@ wait_ready() {
     cat "$work/$name.log" >&2
     exit 1
 }
-wait_ready "$berth_port" berth
-wait_ready "$dist_port" dist
+wait_ready "$berth_port" berth "${pids[0]}"
+wait_ready "$dist_port" dist "${pids[1]}"
 
 # 4. The run.
 targets=(--target "berth=http://127.0.0.1:$berth_port" --target "dist=http://127.0.0.1:$dist_port")
