@@ -47,6 +47,14 @@ pub enum ServeError {
         /// What failed.
         reason: String,
     },
+    /// A listen address is taken or cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The logger could not be set up.
     #[error("setting up logs: {0}")]
     Logging(String),
@@ -60,6 +68,8 @@ pub enum ServeError {
 struct Control {
     /// Set once to ask every executor to stop accepting and drain.
     shutdown: AtomicBool,
+    /// Executors that finished draining their connections.
+    drained: std::sync::atomic::AtomicUsize,
     /// Bumped by SIGHUP; executors pick up new HTTP limits when it moves.
     reload_generation: AtomicU64,
     /// Last heartbeat of each executor, in milliseconds since the epoch.
@@ -87,6 +97,24 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
     let signals = handled_signals();
     let _ = signals.thread_block();
 
+    // NOTE: every executor binds with SO_REUSEPORT, which would quietly
+    // share a port with another server that did the same. A plain bind
+    // would also trip over the dying connections of a crashed berth, so
+    // ask the port instead: if something answers, it is taken.
+    for addr in config
+        .server
+        .listen
+        .iter()
+        .chain([&config.server.admin_listen])
+    {
+        if port_answers(*addr) {
+            return Err(ServeError::Bind {
+                addr: *addr,
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            });
+        }
+    }
+
     let executors_wanted = config.executor_count();
     let shards_if_new = config.storage.shards_for_new_dir(executors_wanted);
     let layout = Layout::open_or_create(&config.storage.data_dir, shards_if_new as u16).map_err(
@@ -108,6 +136,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
 
     let control = Arc::new(Control {
         shutdown: AtomicBool::new(false),
+        drained: std::sync::atomic::AtomicUsize::new(0),
         reload_generation: AtomicU64::new(0),
         heartbeats: (0..executors)
             .map(|_| AtomicU64::new(now_millis()))
@@ -323,6 +352,15 @@ async fn run_executor(context: ExecutorContext) {
             "drain timeout passed; closing remaining connections"
         );
     }
+
+    // IMPORTANT: a request draining on another core may still send jobs
+    // to this core's shards, so keep answering them until every executor
+    // has drained; only then may this executor's tasks go away.
+    control.drained.fetch_add(1, Ordering::SeqCst);
+    let deadline = Instant::now() + drain + Duration::from_secs(5);
+    while control.drained.load(Ordering::SeqCst) < executors && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Starts the executor's background work in a low-share task queue, so
@@ -448,6 +486,19 @@ fn limits_of(config: &Config) -> Limits {
         max_connections: config.http.max_connections_per_core,
         ..Limits::default()
     }
+}
+
+/// Whether a server already accepts connections on `addr`.
+fn port_answers(addr: std::net::SocketAddr) -> bool {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        target.set_ip(loopback);
+    }
+    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
 }
 
 fn now_millis() -> u64 {

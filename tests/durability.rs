@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{image_manifest, payload, request, sha256_digest, Server};
+use common::{image_manifest, payload, request, sha256_digest, try_request, Server};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -34,15 +34,8 @@ fn push_until_stopped(
         let len = 1000 + ((seed * 7919) % 200_000) as usize;
         let data = payload(seed, len);
         let digest = sha256_digest(&data);
-        let Ok(response) = std::panic::catch_unwind(|| {
-            request(
-                addr,
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                &[],
-                &data,
-            )
-        }) else {
+        let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+        let Ok(response) = try_request(addr, "POST", &path, &[], &data) else {
             continue;
         };
         if response.status != 201 {
@@ -57,15 +50,9 @@ fn push_until_stopped(
         if n % 4 == 0 {
             let manifest = image_manifest((&digest, len), &[]);
             let tag = format!("t{n}");
-            let Ok(response) = std::panic::catch_unwind(|| {
-                request(
-                    addr,
-                    "PUT",
-                    &format!("/v2/{repo}/manifests/{tag}"),
-                    &[("Content-Type", OCI_MANIFEST)],
-                    &manifest,
-                )
-            }) else {
+            let path = format!("/v2/{repo}/manifests/{tag}");
+            let headers = [("Content-Type", OCI_MANIFEST)];
+            let Ok(response) = try_request(addr, "PUT", &path, &headers, &manifest) else {
                 continue;
             };
             if response.status == 201 {

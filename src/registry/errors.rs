@@ -9,11 +9,20 @@ use crate::shards::ShardError;
 /// Turns an API error into its response: the spec's JSON error body.
 pub fn into_response(error: OciError) -> Response {
     let status = error.status;
+    let body = error.body();
     let mut response = Response::new(status)
         .header("Content-Type", "application/json")
-        .bytes(error.body());
+        .bytes(body);
     if status == 405 {
-        response = response.header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE");
+        let allowed: Vec<&str> = error
+            .detail
+            .as_ref()
+            .and_then(|detail| detail["allowed"].as_array())
+            .map(|list| list.iter().filter_map(|m| m.as_str()).collect())
+            .unwrap_or_default();
+        if !allowed.is_empty() {
+            response = response.header("Allow", allowed.join(", "));
+        }
     }
     response
 }

@@ -3,9 +3,13 @@
 use super::{errors, parse_digest, Registry};
 use crate::http::{Request, Response};
 use crate::oci::errors::{ErrorCode, OciError};
-use crate::oci::pagination::{link_header, paginate};
+use crate::oci::pagination::{link_header, paginate, parse_n};
 use crate::oci::referrers::{referrers_index, ReferrerEntry};
 use crate::oci::route::{param, query_params};
+
+/// The most entries one page of tags or catalog holds; a client asking
+/// for more gets this many and a `Link` to the rest.
+const MAX_PAGE_ENTRIES: usize = 10_000;
 
 /// `GET /v2/<name>/tags/list` with `n` and `last` (spec: "Listing tags").
 pub(super) async fn tags(
@@ -122,16 +126,7 @@ pub(super) async fn referrers(
 
 /// Reads `n` and `last` of a paginated listing.
 fn page_params(params: &[(String, String)]) -> Result<(Option<usize>, Option<String>), OciError> {
-    let n = match param(params, "n") {
-        Some(text) => Some(text.parse::<usize>().map_err(|_| {
-            OciError::new(
-                ErrorCode::Unsupported,
-                400,
-                format!("n={text:?} is not a page size"),
-            )
-        })?),
-        None => None,
-    };
+    let n = parse_n(param(params, "n"), MAX_PAGE_ENTRIES)?;
     let last = param(params, "last").map(str::to_owned);
     Ok((n, last))
 }

@@ -4,6 +4,7 @@ use berth_storage::{digest_of, DigestAlgorithm, ManifestLink};
 
 use super::{errors, parse_digest, reference_digest, Registry};
 use crate::http::{Body, Request, Response, ResponseBody};
+use crate::oci::accept::accepts;
 use crate::oci::errors::{ErrorCode, OciError};
 use crate::oci::manifest::parse_manifest;
 use crate::oci::name::validate_tag;
@@ -178,7 +179,21 @@ pub(super) async fn get(
     let Some(link) = link else {
         return Err(manifest_unknown(name, reference));
     };
-    let _ = req;
+
+    // Content negotiation (RFC 9110 §12.5.1): a client that lists the
+    // types it takes and leaves this one out cannot use these bytes, and
+    // berth never rewrites a manifest into another format.
+    let accept: Vec<&str> = req.headers_all("accept").collect();
+    if !accept.is_empty() && !accepts(&accept, &link.media_type) {
+        return Err(OciError::new(
+            ErrorCode::ManifestUnknown,
+            404,
+            format!(
+                "manifest {} is {}, which the Accept header does not allow",
+                link.digest, link.media_type
+            ),
+        ));
+    }
 
     let mut response = Response::new(200)
         .header("Content-Type", &link.media_type)

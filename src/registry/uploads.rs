@@ -95,7 +95,10 @@ pub(super) async fn patch(
             return Ok(range_invalid(name, &upload, length));
         }
         if let Some(declared) = body.content_length() {
-            if end + 1 - start != declared {
+            // The parser caps offsets far below u64::MAX, so `end + 1`
+            // cannot overflow; checked anyway, since it came off the wire.
+            let span = end.checked_add(1).and_then(|e| e.checked_sub(start));
+            if span != Some(declared) {
                 return Err(OciError::new(
                     ErrorCode::BlobUploadInvalid,
                     400,

@@ -22,6 +22,8 @@ pub struct Server {
     /// The data directory (kept across restarts).
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    stderr: Option<PathBuf>,
     _temp: Option<TempDir>,
 }
 
@@ -33,6 +35,12 @@ impl Server {
 
     /// Starts berth with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_full(extra, &[], None)
+    }
+
+    /// Starts berth with extra arguments, extra environment variables and,
+    /// optionally, its stderr written to a file.
+    pub fn start_full(extra: &[&str], env: &[(&str, &str)], stderr: Option<PathBuf>) -> Server {
         let temp = TempDir::new("berth-test");
         let data_dir = temp.path().join("data");
         let mut server = Server {
@@ -41,10 +49,30 @@ impl Server {
             admin: free_addr(),
             data_dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            stderr,
             _temp: Some(temp),
         };
         server.spawn();
         server
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends a signal to the running server.
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) with a pid we own; no memory is touched.
+            unsafe {
+                libc_kill(pid as i32, signal);
+            }
+        }
     }
 
     fn spawn(&mut self) {
@@ -58,10 +86,27 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
-            .env("BERTH_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
+        if !self.env.iter().any(|(k, _)| k == "BERTH_LOG") && self.stderr.is_none() {
+            command.env("BERTH_LOG", "warn");
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        match &self.stderr {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("stderr file opens");
+                command.stderr(file);
+            }
+            None => {
+                command.stderr(Stdio::inherit());
+            }
+        }
         let child = command.spawn().expect("berth binary starts");
         self.child = Some(child);
         wait_for_port(self.addr, Duration::from_secs(30));
@@ -77,12 +122,13 @@ impl Server {
 
     /// Stops the server gracefully (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) -> Option<i32> {
+        self.signal(15);
+        self.wait_exit()
+    }
+
+    /// Waits for the server to exit by itself; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let pid = child.id() as i32;
-        // SAFETY: kill(2) with a pid we own; no memory is touched.
-        unsafe {
-            libc_kill(pid, 15);
-        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -100,6 +146,11 @@ impl Server {
     /// Kills and starts the server again on the same data directory.
     pub fn restart(&mut self) {
         self.kill();
+        self.spawn();
+    }
+
+    /// Starts the server again after it stopped.
+    pub fn start_again(&mut self) {
         self.spawn();
     }
 
@@ -201,6 +252,40 @@ impl HttpResponse {
     }
 }
 
+/// Sends one request; a connection failure is an `Err`, not a panic
+/// (for load loops that run while the server stops).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let framed = headers.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+    });
+    if !framed {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(body)
+        .map_err(|e| format!("write body: {e}"))?;
+    let mut buf = Vec::new();
+    try_read_response(&mut stream, &mut buf, method == "HEAD")
+}
+
 /// Sends one request on a new connection and reads the response.
 pub fn request(
     addr: SocketAddr,
@@ -209,23 +294,10 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+    match try_request(addr, method, path, headers, body) {
+        Ok(response) => response,
+        Err(error) => panic!("{method} {path}: {error}"),
     }
-    if !headers.iter().any(|(k, _)| {
-        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
-    }) {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    read_response(&mut stream, method == "HEAD")
 }
 
 /// Writes raw bytes on a new connection and returns everything read back
@@ -259,11 +331,26 @@ pub fn read_response_buffered(
     buf: &mut Vec<u8>,
     head_only: bool,
 ) -> HttpResponse {
+    match try_read_response(stream, buf, head_only) {
+        Ok(response) => response,
+        Err(error) => panic!("reading a response: {error}"),
+    }
+}
+
+/// Reads one response, or says why it could not.
+pub fn try_read_response(
+    stream: &mut impl Read,
+    buf: &mut Vec<u8>,
+    head_only: bool,
+) -> Result<HttpResponse, String> {
     let mut chunk = [0u8; 65536];
     let (status, headers, body_start) = loop {
         let mut parsed_headers = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut parsed_headers);
-        if let httparse::Status::Complete(len) = response.parse(buf).expect("valid response head") {
+        let parsed = response
+            .parse(buf)
+            .map_err(|e| format!("bad response head: {e}"))?;
+        if let httparse::Status::Complete(len) = parsed {
             let status = response.code.unwrap_or(0);
             let headers: Vec<(String, String)> = response
                 .headers
@@ -277,12 +364,13 @@ pub fn read_response_buffered(
                 .collect();
             break (status, headers, len);
         }
-        let n = stream.read(&mut chunk).expect("read response");
-        assert!(
-            n > 0,
-            "connection closed before a response: {:?}",
-            String::from_utf8_lossy(buf)
-        );
+        let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed before a response: {:?}",
+                String::from_utf8_lossy(buf)
+            ));
+        }
         buf.extend_from_slice(&chunk[..n]);
     };
     buf.drain(..body_start);
@@ -294,8 +382,12 @@ pub fn read_response_buffered(
         Vec::new()
     } else if let Some(length) = length {
         while buf.len() < length {
-            let n = stream.read(&mut chunk).expect("read body");
-            assert!(n > 0, "connection closed mid-body");
+            let n = stream
+                .read(&mut chunk)
+                .map_err(|e| format!("read body: {e}"))?;
+            if n == 0 {
+                return Err("connection closed mid-body".to_owned());
+            }
             buf.extend_from_slice(&chunk[..n]);
         }
         buf.drain(..length).collect()
@@ -309,11 +401,11 @@ pub fn read_response_buffered(
         }
         std::mem::take(buf)
     };
-    HttpResponse {
+    Ok(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// `sha256:<hex>` of some bytes.

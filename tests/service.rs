@@ -1,0 +1,190 @@
+//! berth as a service, against the real binary: sd_notify messages on a
+//! socket the test creates, graceful SIGTERM during uploads, SIGHUP
+//! changing the log level live, and metrics that move.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{payload, request, sha256_digest, try_request, Server, TempDir};
+
+const SIGHUP: i32 = 1;
+
+/// Collects datagrams until one equals `wanted` or the time runs out.
+fn wait_for_message(socket: &UnixDatagram, wanted: &str, seen: &mut Vec<String>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let found = message.lines().any(|line| line == wanted);
+            seen.push(message);
+            if found {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn sd_notify_ready_status_and_stopping() {
+    let temp = TempDir::new("notify");
+    let path = temp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let socket_path = path.display().to_string();
+    let mut server = Server::start_full(&[], &[("NOTIFY_SOCKET", &socket_path)], None);
+    let mut seen = Vec::new();
+    assert!(
+        wait_for_message(&socket, "READY=1", &mut seen),
+        "no READY=1 in {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|m| m.starts_with("STATUS=")),
+        "no STATUS= line in {seen:?}"
+    );
+
+    server.signal(15);
+    assert!(
+        wait_for_message(&socket, "STOPPING=1", &mut seen),
+        "no STOPPING=1 in {seen:?}"
+    );
+    assert_eq!(server.wait_exit(), Some(0));
+}
+
+#[test]
+fn sigterm_during_uploads_loses_nothing_acknowledged() {
+    let mut server = Server::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let addr = server.addr;
+
+    let workers: Vec<_> = (0..4u64)
+        .map(|worker| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let seed = worker * 100_000 + n;
+                    let data = payload(seed, 50_000 + (seed % 7) as usize * 10_000);
+                    let digest = sha256_digest(&data);
+                    let path = format!("/v2/drain/w{worker}/blobs/uploads/?digest={digest}");
+                    let result = try_request(addr, "POST", &path, &[], &data);
+                    match result {
+                        Ok(response) if response.status == 201 => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((worker, digest, seed, data.len()));
+                        }
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(700));
+    let code = server.stop();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    assert_eq!(code, Some(0), "berth did not exit cleanly on SIGTERM");
+
+    server.start_again();
+    let acked = acked.lock().unwrap();
+    assert!(!acked.is_empty());
+    for (worker, digest, seed, len) in acked.iter() {
+        let got = server.get(&format!("/v2/drain/w{worker}/blobs/{digest}"));
+        assert_eq!(got.status, 200, "acknowledged {digest} lost after SIGTERM");
+        assert_eq!(got.body, payload(*seed, *len));
+    }
+}
+
+#[test]
+fn sighup_changes_the_log_level_live() {
+    let temp = TempDir::new("sighup");
+    let config = temp.path().join("berth.toml");
+    let log = temp.path().join("stderr.log");
+    std::fs::write(&config, "[log]\nlevel = \"warn\"\naccess_log = true\n").unwrap();
+
+    let config_arg = config.display().to_string();
+    let server = Server::start_full(&["--config", &config_arg], &[], Some(log.clone()));
+    server.get("/v2/quiet/tags/list");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !before.contains("/v2/quiet/tags/list"),
+        "access line at warn: {before}"
+    );
+
+    std::fs::write(&config, "[log]\nlevel = \"info\"\naccess_log = true\n").unwrap();
+    server.signal(SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        server.get("/v2/loud/tags/list");
+        std::thread::sleep(Duration::from_millis(100));
+        let after = std::fs::read_to_string(&log).unwrap();
+        if after.contains("/v2/loud/tags/list") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line after SIGHUP: {after}"
+        );
+    }
+}
+
+#[test]
+fn metrics_and_health_on_the_admin_listener() {
+    let server = Server::start();
+    let health = request(server.admin, "GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 200);
+    let ready = request(server.admin, "GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 200);
+
+    let before = scrape_requests(&server);
+    for _ in 0..5 {
+        server.get("/v2/");
+    }
+    server.push_blob("metered", &payload(1, 10_000));
+    let after = scrape_requests(&server);
+    assert!(
+        after >= before + 7.0,
+        "requests counter went from {before} to {after}"
+    );
+
+    let text = request(server.admin, "GET", "/metrics", &[], b"").text();
+    assert!(text.contains("berth_storage_segments"), "{text}");
+}
+
+/// The sum of `berth_http_requests_total` over all its series.
+fn scrape_requests(server: &Server) -> f64 {
+    let response = request(server.admin, "GET", "/metrics", &[], b"");
+    assert_eq!(response.status, 200);
+    let lines = response
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_owned()))
+        .collect::<Vec<_>>();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "berth_http_requests_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
