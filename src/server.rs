@@ -55,6 +55,9 @@ pub enum ServeError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("loading TLS certificate: {0}")]
+    Tls(String),
     /// The logger could not be set up.
     #[error("setting up logs: {0}")]
     Logging(String),
@@ -115,6 +118,15 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
         }
     }
 
+    // Certificates are read once here so that a bad file stops the start
+    // with its path; each executor then keeps its own handle to reload.
+    let tls = match config.tls.files() {
+        Some((cert, key)) => {
+            Some(http::tls::server_config(cert, key).map_err(|e| ServeError::Tls(e.to_string()))?)
+        }
+        None => None,
+    };
+
     let executors_wanted = config.executor_count();
     let shards_if_new = config.storage.shards_for_new_dir(executors_wanted);
     let layout = Layout::open_or_create(&config.storage.data_dir, shards_if_new as u16).map_err(
@@ -165,6 +177,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
             control: control.clone(),
             ready: ready_tx.clone(),
             executors,
+            tls: tls.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-{index}"))
@@ -219,6 +232,7 @@ struct ExecutorContext {
     control: Arc<Control>,
     ready: mpsc::Sender<Result<usize, ServeError>>,
     executors: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 async fn run_executor(context: ExecutorContext) {
@@ -229,6 +243,7 @@ async fn run_executor(context: ExecutorContext) {
         control,
         ready,
         executors,
+        tls,
     } = context;
 
     let (senders, receivers) = match mesh.join().await {
@@ -279,7 +294,14 @@ async fn run_executor(context: ExecutorContext) {
     let observer = Rc::new(observe::Observer::new(local.clone(), config.log.access_log));
     let registry = Rc::new(Registry::new(router.clone(), settings).with_observer(observer));
 
-    let limits = Rc::new(limits_of(&config));
+    let limits: http::LiveLimits = Rc::new(std::cell::RefCell::new(Rc::new(limits_of(&config))));
+    let tls_handle = match (&tls, config.tls.files()) {
+        (Some(server_config), Some((cert, key))) => Some(
+            http::TlsAcceptorHandle::load(cert, key)
+                .unwrap_or_else(|_| http::TlsAcceptorHandle::from_config(server_config.clone())),
+        ),
+        _ => None,
+    };
     let shutdown = http::ShutdownSignal::new();
     let mut loops = Vec::new();
     for addr in &config.server.listen {
@@ -297,7 +319,7 @@ async fn run_executor(context: ExecutorContext) {
             listener,
             limits.clone(),
             registry.clone(),
-            None,
+            tls_handle.clone(),
             shutdown.clone(),
         )));
     }
@@ -327,12 +349,26 @@ async fn run_executor(context: ExecutorContext) {
     spawn_background(local.clone(), &config);
     let _ = ready.send(Ok(index));
 
-    // Heartbeat for the watchdog, and the stop flag, checked together.
+    // Heartbeat for the watchdog, the stop flag and reloads, checked
+    // together, off every request's path.
     let heartbeat = &control.heartbeats[index];
+    let mut generation = control.reload_generation.load(Ordering::SeqCst);
     loop {
         heartbeat.store(now_millis(), Ordering::Relaxed);
         if control.shutdown.load(Ordering::Relaxed) {
             break;
+        }
+        let now = control.reload_generation.load(Ordering::SeqCst);
+        if now != generation {
+            generation = now;
+            if let Ok(live) = control.live.lock() {
+                *limits.borrow_mut() = Rc::new(live.limits.clone());
+            }
+            if let Some(handle) = &tls_handle {
+                if let Err(error) = handle.reload() {
+                    tracing::error!(executor = index, error = %error, "TLS certificate reload failed; keeping the old one");
+                }
+            }
         }
         glommio::timer::sleep(Duration::from_millis(100)).await;
     }

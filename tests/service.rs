@@ -188,3 +188,88 @@ fn scrape_requests(server: &Server) -> f64 {
         })
         .sum()
 }
+
+#[test]
+fn tls_serves_the_api_and_reloads_certificates_on_sighup() {
+    let temp = TempDir::new("tls");
+    let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/testdata");
+    let cert = temp.path().join("cert.pem");
+    let key = temp.path().join("key.pem");
+    std::fs::copy(testdata.join("leaf-a.pem"), &cert).unwrap();
+    std::fs::copy(testdata.join("leaf-a.key"), &key).unwrap();
+    let config = temp.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let config_arg = config.display().to_string();
+    let server = Server::start_full_tls(&["--config", &config_arg]);
+    let url = format!("https://localhost:{}/v2/", server.addr.port());
+    let ca = testdata.join("ca.pem").display().to_string();
+    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
+    let subject = |server: &Server| {
+        let _ = server;
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "-v", "--cacert", &ca, "--resolve", &resolve, &url])
+            .output()
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
+        log.lines()
+            .find(|l| l.contains("subject:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(subject(&server).contains("localhost a"));
+
+    std::fs::copy(testdata.join("leaf-b.pem"), &cert).unwrap();
+    std::fs::copy(testdata.join("leaf-b.key"), &key).unwrap();
+    server.signal(SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !subject(&server).contains("localhost b") {
+        assert!(Instant::now() < deadline, "certificate not reloaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sighup_changes_http_limits_live() {
+    let temp = TempDir::new("limits");
+    let config = temp.path().join("berth.toml");
+    std::fs::write(&config, "[http]\nmax_header_bytes = 65536\n").unwrap();
+    let config_arg = config.display().to_string();
+    let server = Server::start_with(&["--config", &config_arg]);
+
+    let big = "x".repeat(20_000);
+    let headers = [("X-Big", big.as_str())];
+    assert_eq!(
+        request(server.addr, "GET", "/v2/", &headers, b"").status,
+        200
+    );
+
+    std::fs::write(&config, "[http]\nmax_header_bytes = 8192\n").unwrap();
+    server.signal(SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = try_request(server.addr, "GET", "/v2/", &headers, b"").map(|r| r.status);
+        if status == Ok(431) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "limit not lowered by SIGHUP: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

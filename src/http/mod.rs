@@ -35,7 +35,7 @@ pub use conn::{serve_connection, Handler, BODY_READ_BYTES};
 pub use limits::Limits;
 pub use request::{Method, Request};
 pub use response::{reason_phrase, Response, ResponseBody};
-pub use server::{accept_loop, bind_reuseport};
+pub use server::{accept_loop, bind_reuseport, LiveLimits};
 /// Short name of [`ShutdownSignal`].
 pub use shutdown::ShutdownSignal as Shutdown;
 pub use shutdown::{ShutdownSignal, Wait};

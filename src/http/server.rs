@@ -11,6 +11,10 @@ use glommio::sync::Gate;
 
 use super::conn::{serve, Handler};
 use super::limits::Limits;
+
+/// Limits shared by an executor's accept loops and replaced whole when
+/// the configuration is reloaded.
+pub type LiveLimits = Rc<std::cell::RefCell<Rc<Limits>>>;
 use super::shutdown::ShutdownSignal;
 use super::tls::TlsAcceptorHandle;
 use super::wire::timed;
@@ -38,9 +42,12 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 /// At most `limits.max_connections` connections are open at once; one
 /// more is closed as soon as it is accepted. A caller that bounds the
 /// drain wraps this future in a timeout.
+///
+/// `limits` may be replaced while the loop runs (a config reload): each
+/// new connection takes the limits current when it is accepted.
 pub async fn accept_loop<H: Handler + 'static>(
     listener: TcpListener,
-    limits: Rc<Limits>,
+    limits: LiveLimits,
     handler: Rc<H>,
     tls: Option<TlsAcceptorHandle>,
     shutdown: ShutdownSignal,
@@ -65,6 +72,7 @@ pub async fn accept_loop<H: Handler + 'static>(
             }
         };
 
+        let limits = limits.borrow().clone();
         if open.get() >= limits.max_connections {
             drop(stream);
             refusals.record(limits.max_connections);

@@ -201,7 +201,14 @@ impl TestServer {
                 let handler = Rc::new(TestHandler {
                     probe: thread_probe,
                 });
-                accept_loop(listener, Rc::new(limits), handler, tls, shutdown).await;
+                accept_loop(
+                    listener,
+                    Rc::new(std::cell::RefCell::new(Rc::new(limits))),
+                    handler,
+                    tls,
+                    shutdown,
+                )
+                .await;
             });
         });
 

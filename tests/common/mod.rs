@@ -24,6 +24,7 @@ pub struct Server {
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     stderr: Option<PathBuf>,
+    tls: bool,
     _temp: Option<TempDir>,
 }
 
@@ -54,6 +55,27 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             stderr,
+            tls: false,
+            _temp: Some(temp),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts berth with TLS on its listener (the config given in `extra`
+    /// must name the certificate); readiness is checked on the admin port.
+    pub fn start_full_tls(extra: &[&str]) -> Server {
+        let temp = TempDir::new("berth-test");
+        let data_dir = temp.path().join("data");
+        let mut server = Server {
+            child: None,
+            addr: free_addr(),
+            admin: free_addr(),
+            data_dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            stderr: None,
+            tls: true,
             _temp: Some(temp),
         };
         server.spawn();
@@ -109,7 +131,11 @@ impl Server {
         }
         let child = command.spawn().expect("berth binary starts");
         self.child = Some(child);
-        wait_for_port(self.addr, Duration::from_secs(30));
+        if self.tls {
+            wait_for_admin(self.admin, Duration::from_secs(30));
+        } else {
+            wait_for_port(self.addr, Duration::from_secs(30));
+        }
     }
 
     /// Kills the server with SIGKILL, as a crash would.
@@ -477,6 +503,19 @@ fn wait_for_port(addr: SocketAddr, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("berth did not answer on {addr} within {timeout:?}");
+}
+
+fn wait_for_admin(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(response) = try_request(addr, "GET", "/readyz", &[], b"") {
+            if response.status == 200 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("berth's admin listener did not answer on {addr} within {timeout:?}");
 }
 
 /// A temporary directory removed when dropped.
