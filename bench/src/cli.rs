@@ -125,6 +125,11 @@ pub struct RunArgs {
     /// Never draw the progress line.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Do not compare pulled blob bytes with those pushed (saves the
+    /// client a memory comparison per byte).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// Exit status: success.
@@ -263,6 +268,7 @@ impl Setup {
             prefix: format!("bench-{:08x}", self.seed as u32),
             content: Arc::new(Content::new(self.seed, &sizes)),
             next_tag: AtomicU64::new(0),
+            verify: !args.no_verify,
         });
 
         let registries = match self.registries(args) {

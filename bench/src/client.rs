@@ -263,11 +263,16 @@ impl Registry {
 
     /// `GET /v2/<name>/blobs/<digest>`, whole or one range; returns the
     /// bytes received.
+    ///
+    /// With `expected`, every byte received is compared with the blob that
+    /// was pushed, so a registry that serves wrong bytes fails instead of
+    /// looking fast.
     pub async fn pull_blob(
         &self,
         repository: &str,
         digest: &str,
         range: Option<(u64, u64)>,
+        expected: Option<&Blob>,
     ) -> Result<u64, Failure> {
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base_text);
         let resp = self
@@ -284,15 +289,39 @@ impl Registry {
             Some(_) => StatusCode::PARTIAL_CONTENT,
             None => StatusCode::OK,
         };
-        let resp = expect("blob get", resp, &[want]).await?;
-        let received = drain("blob get", resp).await?;
+        let mut resp = expect("blob get", resp, &[want]).await?;
 
-        let expected = range.map(|(start, end)| end - start);
-        if let Some(expected) = expected {
-            if received != expected {
+        let start = range.map_or(0, |(start, _)| start);
+        let mut received = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Failure::transport("blob get", &e))?
+        {
+            if let Some(blob) = expected {
+                if !blob.matches(start + received, &chunk) {
+                    return Err(Failure {
+                        key: "wrong content".into(),
+                        detail: format!(
+                            "blob get {digest}: bytes from {} differ from those pushed",
+                            start + received
+                        ),
+                    });
+                }
+            }
+            received += chunk.len() as u64;
+        }
+
+        let wanted = match (range, expected) {
+            (Some((start, end)), _) => Some(end - start),
+            (None, Some(blob)) => Some(blob.size()),
+            (None, None) => None,
+        };
+        if let Some(wanted) = wanted {
+            if received != wanted {
                 return Err(Failure::protocol(
                     "blob get",
-                    &format!("range gave {received} bytes, asked {expected}"),
+                    &format!("{digest}: got {received} bytes, expected {wanted}"),
                 ));
             }
         }

@@ -97,10 +97,12 @@ pub(crate) async fn pull_image(
 
     let mut received = manifest.len() as u64;
     received += registry
-        .pull_blob(repository, &parsed.config.digest, None)
+        .pull_blob(repository, &parsed.config.digest, None, None)
         .await?;
     for layer in &parsed.layers {
-        received += registry.pull_blob(repository, &layer.digest, None).await?;
+        received += registry
+            .pull_blob(repository, &layer.digest, None, None)
+            .await?;
     }
     Ok(received)
 }

@@ -139,6 +139,28 @@ impl Blob {
         Bytes::from(all)
     }
 
+    /// Whether `data` equals the blob's bytes from `offset` on.
+    pub fn matches(&self, offset: u64, data: &[u8]) -> bool {
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.size() {
+            return false;
+        }
+        let split = self.body.len();
+        let (start, end) = (offset as usize, end as usize);
+
+        // The part of `data` that falls in the body, then in the tail.
+        let in_body = end.min(split).saturating_sub(start);
+        let (head, rest) = data.split_at(in_body);
+        if in_body > 0 && self.body[start..start + in_body] != *head {
+            return false;
+        }
+        if rest.is_empty() {
+            return true;
+        }
+        let tail_start = start + in_body - split;
+        self.tail[tail_start..tail_start + rest.len()] == *rest
+    }
+
     /// A request body for the whole blob.
     pub fn body(&self) -> Payload {
         self.range(0, self.size())
@@ -344,6 +366,25 @@ mod tests {
             got.extend_from_slice(&data);
         }
         assert_eq!(got, concat(&blob));
+    }
+
+    #[test]
+    fn matching_compares_across_the_tail_boundary() {
+        let content = Content::new(4, &[64]);
+        let blob = content.blob(64);
+        let all = concat(&blob);
+        for (start, end) in [(0, 64), (40, 56), (47, 49), (48, 64), (0, 0), (63, 64)] {
+            assert!(
+                blob.matches(start, &all[start as usize..end]),
+                "{start}..{end}"
+            );
+        }
+        let mut wrong = all.clone();
+        wrong[50] ^= 1;
+        assert!(!blob.matches(0, &wrong));
+        assert!(!blob.matches(40, &wrong[40..56]));
+        assert!(!blob.matches(60, &all[..8]));
+        assert!(!blob.matches(0, &[0; 65]));
     }
 
     #[test]

@@ -373,8 +373,7 @@ pub struct Stored {
 #[derive(Clone)]
 struct Placed {
     repository: String,
-    digest: String,
-    size: u64,
+    blob: Blob,
 }
 
 /// An image known to be in a repository under a tag.
@@ -434,6 +433,8 @@ pub struct RunContext {
     pub content: Arc<Content>,
     /// Counter for unique tags.
     pub next_tag: AtomicU64,
+    /// Compare pulled blob bytes with what was pushed.
+    pub verify: bool,
 }
 
 impl RunContext {
@@ -511,8 +512,7 @@ pub async fn prepare(
                     stored.push(stored_blob("blob", repository, &blob));
                     blobs.push(Placed {
                         repository: repository.clone(),
-                        digest: blob.digest.clone(),
-                        size: blob.size(),
+                        blob,
                     });
                 } else {
                     let tag = run.tag();
@@ -586,12 +586,13 @@ pub async fn run_op(
                 .get(index)
                 .ok_or_else(|| Failure::protocol("pull", "no blobs prepared"))?;
             let range = range_bytes.map(|len| {
-                let room = blob.size.saturating_sub(len) + 1;
+                let room = blob.blob.size().saturating_sub(len) + 1;
                 let start = splitmix(&mut worker.rng) % room;
                 (start, start + len)
             });
+            let expected = run.verify.then_some(&blob.blob);
             registry
-                .pull_blob(&blob.repository, &blob.digest, range)
+                .pull_blob(&blob.repository, &blob.blob.digest, range, expected)
                 .await
         }
         Kind::Mixed { read_percent } => {
@@ -603,8 +604,9 @@ pub async fn run_op(
                     .blobs
                     .get(index)
                     .ok_or_else(|| Failure::protocol("mixed", "no blobs prepared"))?;
+                let expected = run.verify.then_some(&blob.blob);
                 registry
-                    .pull_blob(&blob.repository, &blob.digest, None)
+                    .pull_blob(&blob.repository, &blob.blob.digest, None, expected)
                     .await
             } else {
                 worker.operation = "write";

@@ -40,13 +40,44 @@ fn token_flow_with_a_wrong_password_fails() {
     assert!(out.contains("token HTTP 401"), "{out}");
 }
 
+#[test]
+fn wrong_bytes_from_a_registry_are_an_error() {
+    let Some(server) = start_distribution(false) else {
+        return;
+    };
+    let upstream: SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let front = front(upstream, true);
+    let target = format!("front={front},user=bench,password=right-password");
+    let output = bench(&[
+        "run",
+        "--target",
+        &target,
+        "--workload",
+        "pull:size=64KiB,objects=2",
+        "--count",
+        "4",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+    ]);
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("wrong content"), "{out}");
+}
+
 /// Starts the front; returns its base URL.
 fn token_front(upstream: SocketAddr) -> String {
+    front(upstream, false)
+}
+
+/// Starts the front, optionally flipping a byte of every blob it serves.
+fn front(upstream: SocketAddr, corrupt_blobs: bool) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            thread::spawn(move || serve(stream, addr, upstream));
+            thread::spawn(move || serve(stream, addr, upstream, corrupt_blobs));
         }
     });
     format!("http://{addr}")
@@ -114,7 +145,7 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     })
 }
 
-fn serve(mut stream: TcpStream, me: SocketAddr, upstream: SocketAddr) {
+fn serve(mut stream: TcpStream, me: SocketAddr, upstream: SocketAddr, corrupt_blobs: bool) {
     let Some(req) = read_request(&stream) else {
         return;
     };
@@ -180,6 +211,15 @@ fn serve(mut stream: TcpStream, me: SocketAddr, upstream: SocketAddr) {
     }
     let mut response = Vec::new();
     let _ = up.read_to_end(&mut response);
+
+    let is_blob_get = req.method == "GET" && req.target.contains("/blobs/sha256:");
+    if corrupt_blobs && is_blob_get {
+        if let Some(head_end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(byte) = response.get_mut(head_end + 4 + 10) {
+                *byte ^= 0xff;
+            }
+        }
+    }
 
     // One request per connection: say so, so the client does not reuse it.
     if let Some(end) = response.windows(2).position(|w| w == b"\r\n") {
