@@ -160,6 +160,9 @@ pub struct Sample {
     pub ops_per_sec: f64,
     /// Latency of successful operations, microseconds.
     pub latency_us: Percentiles,
+    /// Latency at more quantiles, as `[quantile, microseconds]` pairs, to
+    /// draw a distribution.
+    pub latency_quantiles_us: Vec<(f64, u64)>,
     /// Failures by class, warm-up included.
     pub errors: BTreeMap<String, u64>,
     /// One explanation per failure class.
@@ -190,6 +193,11 @@ pub struct OperationSample {
     pub latency_us: Percentiles,
 }
 
+/// Quantiles listed in the JSON for each sample.
+const QUANTILES: [f64; 12] = [
+    0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0,
+];
+
 /// Percentiles of a latency histogram; zeros when it is empty.
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     if h.is_empty() {
@@ -210,6 +218,14 @@ impl Sample {
     pub fn new(tally: &Tally, seconds: f64, cpu_seconds: f64, wall_seconds: f64) -> Sample {
         let per_sec = |n: f64| if seconds > 0.0 { n / seconds } else { 0.0 };
         let latency_us = percentiles(&tally.latency);
+        let latency_quantiles_us = if tally.latency.is_empty() {
+            Vec::new()
+        } else {
+            QUANTILES
+                .iter()
+                .map(|&q| (q, tally.latency.value_at_quantile(q)))
+                .collect()
+        };
         let by_operation = tally
             .by_operation
             .iter()
@@ -231,6 +247,7 @@ impl Sample {
             mb_per_sec: per_sec(tally.bytes as f64) / 1e6,
             ops_per_sec: per_sec(tally.ops as f64),
             latency_us,
+            latency_quantiles_us,
             errors: tally.errors.clone(),
             error_examples: tally.examples.clone(),
             warmup_ops: tally.warmup_ops,
