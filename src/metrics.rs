@@ -95,20 +95,11 @@ impl CoreMetrics {
         bytes_out: u64,
     ) {
         self.update(|m| {
-            let key = RequestKey {
-                route,
-                method: method_label(method),
-                status,
-            };
-            add(m.requests.entry(key).or_default(), 1);
-
-            m.request_duration
-                .entry(route)
-                .or_insert_with(|| Histogram::new(REQUEST_BUCKETS_SECS))
-                .record(duration);
-
-            add(m.bytes_in.entry(route).or_default(), bytes_in);
-            add(m.bytes_out.entry(route).or_default(), bytes_out);
+            let figures = m.route_mut(route);
+            figures.count(method_label(method), status, 1);
+            figures.duration.record(duration);
+            add(&mut figures.bytes_in, bytes_in);
+            add(&mut figures.bytes_out, bytes_out);
         });
     }
 
@@ -176,10 +167,9 @@ impl CoreMetrics {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricsSnapshot {
     executors: u64,
-    requests: BTreeMap<RequestKey, u64>,
-    request_duration: BTreeMap<&'static str, Histogram>,
-    bytes_in: BTreeMap<&'static str, u64>,
-    bytes_out: BTreeMap<&'static str, u64>,
+    /// One entry per route seen, in first-seen order; a route list is
+    /// short, so a scan beats a map on the request path.
+    routes: Vec<RouteFigures>,
     uploads_started: u64,
     uploads_finished: BTreeMap<UploadOutcome, u64>,
     uploads_in_progress: i64,
@@ -193,15 +183,15 @@ impl MetricsSnapshot {
     /// Adds `other`'s counts into `self`.
     pub fn merge(&mut self, other: &MetricsSnapshot) {
         add(&mut self.executors, other.executors);
-        merge_counts(&mut self.requests, &other.requests);
-        for (route, histogram) in &other.request_duration {
-            self.request_duration
-                .entry(route)
-                .or_insert_with(|| Histogram::new(REQUEST_BUCKETS_SECS))
-                .merge(histogram);
+        for theirs in &other.routes {
+            let mine = self.route_mut(theirs.route);
+            for &(method, status, n) in &theirs.outcomes {
+                mine.count(method, status, n);
+            }
+            mine.duration.merge(&theirs.duration);
+            add(&mut mine.bytes_in, theirs.bytes_in);
+            add(&mut mine.bytes_out, theirs.bytes_out);
         }
-        merge_counts(&mut self.bytes_in, &other.bytes_in);
-        merge_counts(&mut self.bytes_out, &other.bytes_out);
 
         add(&mut self.uploads_started, other.uploads_started);
         merge_counts(&mut self.uploads_finished, &other.uploads_finished);
@@ -218,11 +208,39 @@ impl MetricsSnapshot {
 
     /// Requests counted for `route`, `method` and `status`.
     pub fn requests(&self, route: &str, method: &str, status: u16) -> u64 {
-        self.requests
+        self.routes
             .iter()
-            .filter(|(k, _)| k.route == route && k.method == method && k.status == status)
-            .map(|(_, n)| *n)
+            .filter(|f| f.route == route)
+            .flat_map(|f| &f.outcomes)
+            .filter(|(m, s, _)| *m == method && *s == status)
+            .map(|(_, _, n)| *n)
             .sum()
+    }
+
+    /// The figures of `route`, added on first sight.
+    fn route_mut(&mut self, route: &'static str) -> &mut RouteFigures {
+        // Callers pass the router's constants, so the pointer usually
+        // matches; equal text from elsewhere still finds its entry.
+        let at = self
+            .routes
+            .iter()
+            .position(|f| std::ptr::eq(f.route, route))
+            .or_else(|| self.routes.iter().position(|f| f.route == route));
+        let at = match at {
+            Some(at) => at,
+            None => {
+                self.routes.push(RouteFigures::new(route));
+                self.routes.len() - 1
+            }
+        };
+        &mut self.routes[at]
+    }
+
+    /// The routes sorted by name, for stable output.
+    fn sorted_routes(&self) -> Vec<&RouteFigures> {
+        let mut routes: Vec<&RouteFigures> = self.routes.iter().collect();
+        routes.sort_by_key(|f| f.route);
+        routes
     }
 }
 
@@ -320,14 +338,17 @@ fn render_requests(out: &mut String, m: &MetricsSnapshot) {
         "counter",
         "HTTP requests answered, by route, method and status.",
     );
-    for (key, count) in &m.requests {
-        let labels = format!(
-            "route=\"{}\",method=\"{}\",status=\"{}\"",
-            escape(key.route),
-            key.method,
-            key.status
-        );
-        line(out, "berth_http_requests_total", &labels, *count);
+    let routes = m.sorted_routes();
+    for figures in &routes {
+        let mut outcomes = figures.outcomes.clone();
+        outcomes.sort_unstable();
+        for (method, status, count) in outcomes {
+            let labels = format!(
+                "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                escape(figures.route),
+            );
+            line(out, "berth_http_requests_total", &labels, count);
+        }
     }
 
     let name = "berth_http_request_duration_seconds";
@@ -337,27 +358,29 @@ fn render_requests(out: &mut String, m: &MetricsSnapshot) {
         "histogram",
         "Time from a request's first byte to its response's last, by route.",
     );
-    for (route, h) in &m.request_duration {
-        let labels = format!("route=\"{}\"", escape(route));
-        histogram(out, name, &labels, h);
+    for figures in &routes {
+        let labels = format!("route=\"{}\"", escape(figures.route));
+        histogram(out, name, &labels, &figures.duration);
     }
 
-    let bytes = [
+    type Pick = fn(&RouteFigures) -> u64;
+    let bytes: [(&str, &str, Pick); 2] = [
         (
             "berth_http_received_bytes_total",
             "Request body bytes read, by route.",
-            &m.bytes_in,
+            |f| f.bytes_in,
         ),
         (
             "berth_http_sent_bytes_total",
             "Response body bytes written, by route.",
-            &m.bytes_out,
+            |f| f.bytes_out,
         ),
     ];
-    for (name, help, counts) in bytes {
+    for (name, help, pick) in bytes {
         family(out, name, "counter", help);
-        for (route, n) in counts {
-            line(out, name, &format!("route=\"{}\"", escape(route)), *n);
+        for figures in &routes {
+            let labels = format!("route=\"{}\"", escape(figures.route));
+            line(out, name, &labels, pick(figures));
         }
     }
 }
@@ -458,12 +481,38 @@ fn render_storage(out: &mut String, storage: &[StorageFigures]) {
     }
 }
 
-/// The label set of one request counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct RequestKey {
+/// Everything counted for one route.
+#[derive(Debug, Clone, PartialEq)]
+struct RouteFigures {
     route: &'static str,
-    method: &'static str,
-    status: u16,
+    /// Requests by method label and status; a route sees a handful.
+    outcomes: Vec<(&'static str, u16, u64)>,
+    duration: Histogram,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl RouteFigures {
+    fn new(route: &'static str) -> RouteFigures {
+        RouteFigures {
+            route,
+            outcomes: Vec::new(),
+            duration: Histogram::new(REQUEST_BUCKETS_SECS),
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    fn count(&mut self, method: &'static str, status: u16, n: u64) {
+        let found = self
+            .outcomes
+            .iter_mut()
+            .find(|(m, s, _)| *s == status && *m == method);
+        match found {
+            Some((_, _, count)) => add(count, n),
+            None => self.outcomes.push((method, status, n)),
+        }
+    }
 }
 
 /// A fixed-bucket latency histogram.
