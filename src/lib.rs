@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod notify;
 pub mod oci;
 pub mod registry;
+pub mod scrub;
 pub mod server;
 pub mod shards;

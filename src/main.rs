@@ -42,6 +42,18 @@ enum Command {
         /// TOML config file.
         file: PathBuf,
     },
+    /// Verify every blob, manifest and tag of a stopped data directory.
+    Check {
+        /// Data directory (default: the config's, or ./berth-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Unlink what cannot be trusted instead of only reporting it.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +105,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Check {
+            data_dir,
+            config,
+            repair,
+        } => {
+            let config = match load(config.as_ref()) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let dir = data_dir.unwrap_or(config.storage.data_dir);
+            berth::scrub::run(&dir, repair)
+        }
     }
 }
 

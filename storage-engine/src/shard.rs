@@ -512,6 +512,28 @@ impl Shard {
             .collect()
     }
 
+    /// Blobs linked into `repo`, with their sizes, sorted by digest.
+    pub fn blob_links(&self, repo: &str) -> Vec<(Digest, u64)> {
+        let st = self.inner.state.borrow();
+        let Some(r) = st.repos.get(repo) else {
+            return Vec::new();
+        };
+        let mut links: Vec<(Digest, u64)> = r.blobs.iter().map(|(d, s)| (*d, *s)).collect();
+        links.sort();
+        links
+    }
+
+    /// Manifests linked into `repo`, sorted by digest.
+    pub fn manifests(&self, repo: &str) -> Vec<ManifestLink> {
+        let st = self.inner.state.borrow();
+        let Some(r) = st.repos.get(repo) else {
+            return Vec::new();
+        };
+        let mut links: Vec<ManifestLink> = r.manifests.values().cloned().collect();
+        links.sort_by_key(|link| link.digest);
+        links
+    }
+
     /// Counters: segments and their live bytes, index size, uploads.
     pub fn stats(&self) -> ShardStats {
         let st = self.inner.state.borrow();

@@ -1,0 +1,98 @@
+//! `berth check`: a clean data directory passes; bytes corrupted on disk
+//! are found and named with digest and repository; `--repair` unlinks
+//! them so berth never serves them.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{image_manifest, payload, Server};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn berth_check(dir: &Path, repair: bool) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .arg("check")
+        .arg("--data-dir")
+        .arg(dir)
+        .env("BERTH_LOG", "error");
+    if repair {
+        command.arg("--repair");
+    }
+    let output = command.output().expect("berth check runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// Flips one byte of the first occurrence of `needle` in any segment
+/// file under `dir`; returns whether it found one.
+fn corrupt_on_disk(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[at + needle.len() / 2] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn check_finds_corrupted_blob_and_repair_unlinks_it() {
+    let mut server = Server::start();
+    let good = payload(1, 30_000);
+    let bad = payload(2, 30_000);
+    let good_digest = server.push_blob("scrub/app", &good);
+    let bad_digest = server.push_blob("scrub/app", &bad);
+    let config = server.push_blob("scrub/app", b"{}");
+    let manifest = image_manifest((&config, 2), &[(&good_digest, good.len())]);
+    server.push_manifest("scrub/app", "v1", OCI_MANIFEST, &manifest);
+    assert_eq!(server.stop(), Some(0));
+
+    let (ok, report) = berth_check(&server.data_dir, false);
+    assert!(ok, "clean directory reported problems:\n{report}");
+
+    assert!(
+        corrupt_on_disk(&server.data_dir, &bad[1000..1064]),
+        "payload not found on disk"
+    );
+    let (ok, report) = berth_check(&server.data_dir, false);
+    assert!(!ok, "corruption went unnoticed:\n{report}");
+    assert!(report.contains(&bad_digest), "{report}");
+    assert!(report.contains("scrub/app"), "{report}");
+    assert!(
+        !report.contains(&format!("digest={good_digest}")),
+        "{report}"
+    );
+
+    let (_, repaired) = berth_check(&server.data_dir, true);
+    assert!(repaired.contains("repaired 1"), "{repaired}");
+    let (ok, report) = berth_check(&server.data_dir, false);
+    assert!(ok, "problems left after repair:\n{report}");
+
+    server.start_again();
+    assert_eq!(
+        server
+            .get(&format!("/v2/scrub/app/blobs/{bad_digest}"))
+            .status,
+        404
+    );
+    assert_eq!(
+        server
+            .get(&format!("/v2/scrub/app/blobs/{good_digest}"))
+            .body,
+        good
+    );
+    assert_eq!(server.get("/v2/scrub/app/manifests/v1").body, manifest);
+}
