@@ -131,6 +131,16 @@ pub async fn measure(
         eprint!("\r\x1b[2K");
     }
 
+    // NOTE: operations slower than warm-up plus window leave it empty; that
+    // is no result, not a zero one.
+    if tally.ops == 0 && tally.errors.is_empty() {
+        tally.failure(
+            "empty window",
+            "no operation started in the measured window; \
+             lengthen --duration or use --count",
+        );
+    }
+
     let window = last_end.saturating_duration_since(warm_end).as_secs_f64();
     let wall = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu_before;
