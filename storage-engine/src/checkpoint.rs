@@ -55,7 +55,14 @@ pub(crate) fn start(inner: &Rc<Inner>, force: bool) {
     if inner.checkpointing.get() || inner.writable().is_err() {
         return;
     }
-    if !force && inner.meta.bytes_in_generation() < inner.opts.checkpoint_every_bytes {
+    // NOTE: the log may grow to a quarter of the last checkpoint before the
+    // next one, so replay stays a fraction of the state whatever its size,
+    // and a large index is not rewritten for every few MiB of log.
+    let threshold = inner
+        .opts
+        .checkpoint_every_bytes
+        .max(inner.checkpoint_bytes.get() / 4);
+    if !force && inner.meta.bytes_in_generation() < threshold {
         return;
     }
     inner.checkpointing.set(true);
@@ -77,13 +84,17 @@ pub(crate) fn start(inner: &Rc<Inner>, force: bool) {
         let inner = task_inner;
         let started = std::time::Instant::now();
         match write(&inner, gen, head, frames, old_end).await {
-            Ok(entries) => tracing::info!(
-                shard = inner.id,
-                generation = gen,
-                index_entries = entries,
-                secs = started.elapsed().as_secs_f64(),
-                "checkpoint written"
-            ),
+            Ok((entries, bytes)) => {
+                inner.checkpoint_bytes.set(bytes);
+                tracing::info!(
+                    shard = inner.id,
+                    generation = gen,
+                    index_entries = entries,
+                    bytes,
+                    secs = started.elapsed().as_secs_f64(),
+                    "checkpoint written"
+                );
+            }
             Err(e) => tracing::warn!(
                 shard = inner.id,
                 generation = gen,
@@ -103,7 +114,7 @@ async fn write(
     head: Vec<u8>,
     mut frames: u64,
     old_end: u64,
-) -> std::io::Result<u64> {
+) -> std::io::Result<(u64, u64)> {
     let tmp = inner.dir.join(format!("ckpt-{gen:08}.tmp"));
     let file = OpenOptions::new()
         .read(true)
@@ -136,6 +147,7 @@ async fn write(
         }
     }
     MetaOp::End { frames }.encode_frame(&mut out.buf);
+    let bytes = out.pos + out.buf.len() as u64;
     out.finish().await?;
 
     // IMPORTANT: the checkpoint stands for everything up to log `gen - 1`;
@@ -149,7 +161,7 @@ async fn write(
     std::fs::rename(&tmp, &path)?;
     sync_dir(&inner.dir)?;
     remove_older(&inner.dir, gen);
-    Ok(entries)
+    Ok((entries, bytes))
 }
 
 struct Batch {

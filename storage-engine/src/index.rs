@@ -12,7 +12,7 @@
 use crate::location::{BlobLocation, PACKED_LOCATION_BYTES};
 
 /// The directory doubles when buckets hold this many entries on average.
-const SPLIT_AT_AVERAGE: usize = 256;
+const SPLIT_AT_AVERAGE: usize = 64;
 /// The directory never grows past 2^24 buckets.
 const MAX_BITS: u32 = 24;
 

@@ -42,7 +42,7 @@ pub use error::{Result, StorageError};
 pub use layout::{Layout, MAX_SHARDS};
 pub use location::{BlobLocation, MAX_BLOB_BYTES};
 pub use reader::{BlobRead, Reader, MAX_READ_ALL_BYTES, READ_CHUNK_BYTES};
-pub use shard::Shard;
+pub use shard::{Shard, CLOSE_CHECKPOINT_BYTES};
 pub use types::{
     ManifestLink, RecoveryReport, SegmentStats, ShardOptions, ShardStats, UploadId, UploadIdError,
     UploadInfo, MIN_SEGMENT_BYTES,

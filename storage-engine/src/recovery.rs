@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{lseek, Whence};
 
 use crate::checkpoint::{ckpt_path, decode_ckpt_header, parse_gen, CKPT_HEADER_BYTES};
 use crate::error::{Result, StorageError};
@@ -53,9 +54,12 @@ pub(crate) async fn recover(
 
     // Newest complete checkpoint first; older ones only if it is damaged.
     let mut base_gen = 1;
+    let mut checkpoint_bytes = 0;
     for &gen in files.checkpoints.iter().rev() {
-        match load_checkpoint(&ckpt_path(&dir, gen), &mut state) {
+        let path = ckpt_path(&dir, gen);
+        match load_checkpoint(&path, &mut state) {
             Ok(frames) => {
+                checkpoint_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
                 report.checkpoint = Some(gen);
                 report.checkpoint_frames = frames;
                 base_gen = gen;
@@ -159,6 +163,7 @@ pub(crate) async fn recover(
         checkpointing: Cell::new(false),
         checkpoint_done: Notify::default(),
         segment_syncs: Rc::new(Cell::new(0)),
+        checkpoint_bytes: Cell::new(checkpoint_bytes),
         _lock: lock,
     });
 
@@ -237,10 +242,12 @@ fn lock_shard(id: u16, dir: &Path) -> Result<Flock<File>> {
 struct Frames {
     r: BufReader<File>,
     offset: u64,
+    payload: Vec<u8>,
 }
 
 enum Next {
-    Frame(Vec<u8>),
+    /// A valid frame; its payload is in `Frames::payload`.
+    Frame,
     End(&'static str),
 }
 
@@ -257,15 +264,15 @@ impl Frames {
         if len > MAX_FRAME_BYTES {
             return Ok(Next::End("frame length out of bounds"));
         }
-        let mut payload = vec![0u8; len];
-        if !read_full(&mut self.r, &mut payload)? {
+        self.payload.resize(len, 0);
+        if !read_full(&mut self.r, &mut self.payload)? {
             return Ok(Next::End("torn frame"));
         }
-        if crc32fast::hash(&payload) != le_u32(&head[4..8]) {
+        if crc32fast::hash(&self.payload) != le_u32(&head[4..8]) {
             return Ok(Next::End("frame checksum mismatch"));
         }
         self.offset += (FRAME_HEADER_BYTES + len) as u64;
-        Ok(Next::Frame(payload))
+        Ok(Next::Frame)
     }
 }
 
@@ -320,12 +327,13 @@ fn load_checkpoint(path: &Path, state: &mut State) -> Result<u64> {
     let mut frames = Frames {
         r,
         offset: CKPT_HEADER_BYTES as u64,
+        payload: Vec::new(),
     };
     let mut count = 0u64;
     loop {
         let offset = frames.offset;
         match frames.next().map_err(io)? {
-            Next::Frame(payload) => match decode(path, offset, &payload)? {
+            Next::Frame => match decode(path, offset, &frames.payload)? {
                 MetaOp::End { frames: n } if n == count => return Ok(count),
                 MetaOp::End { .. } => {
                     return Err(StorageError::corrupt(path, offset, "frame count mismatch"))
@@ -389,13 +397,14 @@ fn replay_log(path: &Path, gen: u32, state: &mut State) -> Result<Replay> {
     let mut frames = Frames {
         r,
         offset: LOG_HEADER_BYTES,
+        payload: Vec::new(),
     };
     let mut count = 0;
     loop {
         let offset = frames.offset;
         match frames.next().map_err(io)? {
-            Next::Frame(payload) => {
-                state.apply(decode(path, offset, &payload)?);
+            Next::Frame => {
+                state.apply(decode(path, offset, &frames.payload)?);
                 count += 1;
             }
             Next::End(reason) => {
@@ -495,18 +504,37 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
         }
     }
 
+    // NOTE: only the regions the file system reports as written are read;
+    // the rest of a preallocated segment reads as zeros anyway. File systems
+    // without SEEK_DATA report the whole file as one region.
     let mut pos = BLOCK_BYTES;
     let mut hole = 0u64;
-    let mut record = Vec::new();
+    let mut window = Window::new(&file, len);
+    let regions = data_regions(&file, BLOCK_BYTES, len);
+    let mut region = 0;
     while pos + BLOCK_BYTES <= len && hole < MAX_HOLE_BYTES {
-        file.read_exact_at(&mut block, pos).map_err(io)?;
-        let valid = match RecordHeader::decode(&block) {
-            Ok(h) if pos + h.record_bytes() <= len => {
-                record.resize(h.record_bytes() as usize, 0);
-                file.read_exact_at(&mut record, pos).map_err(io)?;
-                verify_record(&h, &record).ok().map(|()| h)
-            }
+        while region < regions.len() && regions[region].1 <= pos {
+            region += 1;
+        }
+        let Some(&(start, region_end)) = regions.get(region) else {
+            break;
+        };
+        if pos < start {
+            pos = start;
+            continue;
+        }
+        let block = window.get(pos, BLOCK_BYTES, region_end).map_err(io)?;
+        let header = match RecordHeader::decode(block) {
+            Ok(h) if pos + h.record_bytes() <= len => Some(h),
             _ => None,
+        };
+        let nonzero = block.iter().any(|&b| b != 0);
+        let valid = match header {
+            Some(h) => {
+                let record = window.get(pos, h.record_bytes(), region_end).map_err(io)?;
+                verify_record(&h, record).ok().map(|()| h)
+            }
+            None => None,
         };
         match valid {
             Some(h) => {
@@ -524,7 +552,7 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
                 hole = 0;
             }
             None => {
-                if block.iter().any(|&b| b != 0) {
+                if nonzero {
                     scan.bytes_cut += BLOCK_BYTES;
                 }
                 pos += BLOCK_BYTES;
@@ -534,7 +562,7 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
     }
 
     // A file that ends inside a block (cut by hand) ends with a torn piece.
-    if pos < len && hole < MAX_HOLE_BYTES {
+    if len - pos < BLOCK_BYTES && pos < len {
         let mut rest = vec![0u8; (len - pos) as usize];
         file.read_exact_at(&mut rest, pos).map_err(io)?;
         if rest.iter().any(|&b| b != 0) {
@@ -542,6 +570,72 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
         }
     }
     Ok(scan)
+}
+
+/// The written regions of a file from `from` on, block-aligned.
+fn data_regions(file: &File, from: u64, len: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < len {
+        let start = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(s) => s as u64,
+            Err(Errno::ENXIO) => break,
+            Err(_) => {
+                out.push((pos, len));
+                break;
+            }
+        };
+        let end = match lseek(fd, start as i64, Whence::SeekHole) {
+            Ok(e) => (e as u64).min(len),
+            Err(_) => len,
+        };
+        if end <= start {
+            break;
+        }
+        let aligned = start - start % BLOCK_BYTES;
+        out.push((aligned.max(from), end));
+        pos = end;
+    }
+    out
+}
+
+/// Large sequential reads for a scan that looks at every block.
+struct Window<'a> {
+    file: &'a File,
+    len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+/// Bytes a scan reads at a time.
+const WINDOW_BYTES: u64 = 8 << 20;
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File, len: u64) -> Window<'a> {
+        Window {
+            file,
+            len,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes `pos..pos + n` of the file (which the caller checked exist),
+    /// reading ahead up to `ahead_until`.
+    fn get(&mut self, pos: u64, n: u64, ahead_until: u64) -> std::io::Result<&[u8]> {
+        let end = self.start + self.buf.len() as u64;
+        if pos < self.start || pos + n > end {
+            let ahead = WINDOW_BYTES.min(ahead_until.saturating_sub(pos));
+            let want = n.max(ahead).min(self.len - pos);
+            self.buf.resize(want as usize, 0);
+            self.file.read_exact_at(&mut self.buf, pos)?;
+            self.start = pos;
+        }
+        let at = (pos - self.start) as usize;
+        Ok(&self.buf[at..at + n as usize])
+    }
 }
 
 /// Shortens uploads whose chunks in `seg` are missing or damaged; returns

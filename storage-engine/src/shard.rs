@@ -35,6 +35,10 @@ use crate::types::{
 };
 use crate::upload::UploadAppend;
 
+/// [`Shard::close`] writes a checkpoint when the metadata log has grown by
+/// more than this since the last one.
+pub const CLOSE_CHECKPOINT_BYTES: u64 = 1 << 20;
+
 /// One shard of the store. Lives on one executor (`!Send`).
 pub struct Shard {
     pub(crate) inner: Rc<Inner>,
@@ -62,6 +66,8 @@ pub(crate) struct Inner {
     pub checkpointing: Cell<bool>,
     pub checkpoint_done: Notify,
     pub segment_syncs: Rc<Cell<u64>>,
+    /// Size of the last checkpoint written or loaded.
+    pub checkpoint_bytes: Cell<u64>,
     pub _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -586,10 +592,15 @@ impl Shard {
             .await
     }
 
-    /// Writes what is queued, waits for a running checkpoint, and closes.
+    /// Writes what is queued, waits for a running checkpoint, writes a
+    /// final one when the log has grown past [`CLOSE_CHECKPOINT_BYTES`] (so
+    /// a clean restart replays little), and closes.
     pub async fn close(self) -> Result<()> {
         while self.inner.checkpointing.get() {
             self.inner.checkpoint_done.wait().await;
+        }
+        if self.inner.meta.bytes_in_generation() > CLOSE_CHECKPOINT_BYTES {
+            self.checkpoint().await?;
         }
         self.inner
             .meta

@@ -14,7 +14,9 @@ pub struct ShardOptions {
     /// larger than a segment are refused.
     pub segment_bytes: u64,
     /// A checkpoint starts when the metadata log has grown this much since
-    /// the last one, which bounds the log replayed at recovery.
+    /// the last one, or a quarter of the last checkpoint's size if that is
+    /// more; this bounds the log replayed at recovery to a fraction of the
+    /// state.
     pub checkpoint_every_bytes: u64,
     /// Capacity limit: the most segment files this shard may hold. Creating
     /// one more fails with [`crate::StorageError::NoSpace`]. `None`: only
@@ -32,7 +34,7 @@ impl Default for ShardOptions {
     fn default() -> ShardOptions {
         ShardOptions {
             segment_bytes: 256 << 20,
-            checkpoint_every_bytes: 64 << 20,
+            checkpoint_every_bytes: 8 << 20,
             max_segments: None,
             hash_while_writing: true,
         }
