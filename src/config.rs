@@ -588,7 +588,7 @@ impl UploadsConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let thirty_days = 30 * 24 * 3600;
-        check_range("uploads.expiry_secs", self.expiry_secs, 60, thirty_days)?;
+        check_range("uploads.expiry_secs", self.expiry_secs, 1, thirty_days)?;
         check_range(
             "uploads.sweep_interval_secs",
             self.sweep_interval_secs,

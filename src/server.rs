@@ -260,6 +260,8 @@ async fn run_executor(context: ExecutorContext) {
 
     let options = ShardOptions {
         segment_bytes: config.storage.segment_bytes,
+        checkpoint_every_bytes: config.storage.checkpoint_every_bytes,
+        max_segments: config.storage.max_segments(),
         ..ShardOptions::default()
     };
     let recovery_started = Instant::now();
@@ -288,7 +290,7 @@ async fn run_executor(context: ExecutorContext) {
 
     let settings = RegistrySettings {
         max_manifest_bytes: config.http.max_manifest_bytes,
-        max_upload_bytes: 0,
+        max_upload_bytes: config.uploads.max_body_bytes,
         upload_expiry: config.uploads.expiry(),
     };
     let observer = Rc::new(observe::Observer::new(local.clone(), config.log.access_log));

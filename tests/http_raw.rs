@@ -189,3 +189,36 @@ fn write_config(text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
+
+#[test]
+fn manifest_without_length_gets_411() {
+    let server = Server::start();
+    let response = raw(
+        server.addr,
+        b"PUT /v2/x/manifests/latest HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+        WAIT,
+    );
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 411"),
+        "{response}"
+    );
+}
+
+#[test]
+fn upload_body_over_the_limit_gets_413() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let config = dir.join(format!("berth-limit-{}.toml", std::process::id()));
+    std::fs::write(&config, "[uploads]\nmax_body_bytes = 1048576\n").unwrap();
+    let server = Server::start_with(&["--config", &config.display().to_string()]);
+    let data = common::payload(3, 1_500_000);
+    let digest = common::sha256_digest(&data);
+    let response = server.request(
+        "POST",
+        &format!("/v2/big/blobs/uploads/?digest={digest}"),
+        &[],
+        &data,
+    );
+    assert_eq!(response.status, 413);
+    assert_eq!(response.error_code(), "SIZE_INVALID");
+    assert_eq!(server.get(&format!("/v2/big/blobs/{digest}")).status, 404);
+}

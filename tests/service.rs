@@ -273,3 +273,41 @@ fn sighup_changes_http_limits_live() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn idle_uploads_expire_and_are_counted() {
+    let temp = TempDir::new("expiry");
+    let config = temp.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        "[uploads]\nexpiry_secs = 1\nsweep_interval_secs = 1\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let server = Server::start_with(&["--config", &config_arg]);
+
+    let start = server.request("POST", "/v2/idle/blobs/uploads/", &[], b"");
+    assert_eq!(start.status, 202);
+    let location = start.header("location").unwrap().to_owned();
+    let patch = server.request("PATCH", &location, &[], &payload(9, 4096));
+    assert_eq!(patch.status, 202);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = server.get(&location).status;
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upload never expired ({status})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = request(server.admin, "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("berth_uploads_finished_total")
+                && l.contains("expired")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -47,6 +47,23 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 pub trait Handler {
     /// Answers one request.
     async fn handle(&self, req: &Request, body: &mut Body<'_>) -> Response;
+
+    /// Told when the accept loop opens, closes or refuses a connection
+    /// (for metrics); does nothing unless a handler wants it.
+    fn connection_event(&self, event: ConnectionEvent) {
+        let _ = event;
+    }
+}
+
+/// What happened to a connection, as told to [`Handler::connection_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// Accepted and being served.
+    Opened,
+    /// Served and closed.
+    Closed,
+    /// Closed at once: the per-core connection limit was reached.
+    Refused,
 }
 
 /// Serves one connection until it closes: keep-alive, pipelining, limits.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 
-use super::conn::{serve, Handler};
+use super::conn::{serve, ConnectionEvent, Handler};
 use super::limits::Limits;
 
 /// Limits shared by an executor's accept loops and replaced whole when
@@ -75,6 +75,7 @@ pub async fn accept_loop<H: Handler + 'static>(
         let limits = limits.borrow().clone();
         if open.get() >= limits.max_connections {
             drop(stream);
+            handler.connection_event(ConnectionEvent::Refused);
             refusals.record(limits.max_connections);
             continue;
         }
@@ -128,6 +129,7 @@ impl<H: Handler> Connection<H> {
         let limits = &*self.limits;
         let handler = &*self.handler;
         let shutdown = Some(&self.shutdown);
+        handler.connection_event(ConnectionEvent::Opened);
 
         match &self.tls {
             None => {
@@ -150,6 +152,7 @@ impl<H: Handler> Connection<H> {
                 }
             }
         }
+        handler.connection_event(ConnectionEvent::Closed);
         drop(self.open);
     }
 }

@@ -22,6 +22,14 @@ pub(super) async fn put(
     req: &Request,
     body: &mut Body<'_>,
 ) -> Result<Response, OciError> {
+    // RFC 9110 §15.5.12: a manifest must say how long it is.
+    if !body.has_length_framing() {
+        return Err(OciError::new(
+            ErrorCode::ManifestInvalid,
+            411,
+            "a manifest needs Content-Length or chunked encoding",
+        ));
+    }
     let max = registry.settings().max_manifest_bytes;
     let bytes = body.read_to_vec(max).await.map_err(|error| match error {
         crate::http::BodyError::TooLarge => OciError::new(

@@ -30,7 +30,7 @@ pub use uploads::expire_uploads;
 pub struct RegistrySettings {
     /// Largest manifest body accepted, in bytes.
     pub max_manifest_bytes: usize,
-    /// Largest body of a monolithic upload or PATCH chunk; 0 means no limit.
+    /// Largest body one upload request may carry; 0 means no limit.
     pub max_upload_bytes: u64,
     /// An upload untouched for this long is cancelled and its space freed.
     pub upload_expiry: Duration,
@@ -57,6 +57,9 @@ pub struct Registry {
 ///
 /// The server plugs its access log and metrics in here.
 pub trait RequestObserver {
+    /// Called when a connection opens, closes or is refused.
+    fn connection(&self, event: crate::http::ConnectionEvent);
+
     /// Called once per request with its outcome.
     fn observe(
         &self,
@@ -150,6 +153,12 @@ impl Registry {
 }
 
 impl Handler for Registry {
+    fn connection_event(&self, event: crate::http::ConnectionEvent) {
+        if let Some(observer) = &self.observer {
+            observer.connection(event);
+        }
+    }
+
     async fn handle(&self, req: &Request, body: &mut Body<'_>) -> Response {
         let started = Instant::now();
         let (route_name, response) = match route(req.method.as_str(), &req.path, &req.query) {

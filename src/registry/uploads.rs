@@ -14,6 +14,7 @@ use glommio::channels::shared_channel;
 
 use super::{blobs, errors, parse_digest, Registry};
 use crate::http::{Body, Request, Response};
+use crate::metrics::UploadOutcome;
 use crate::oci::content_range::parse_content_range;
 use crate::oci::errors::{ErrorCode, OciError};
 use crate::oci::name::validate_repository;
@@ -69,6 +70,13 @@ pub(super) async fn start(
 
     if let Some(digest_text) = param(&params, "digest") {
         let digest = parse_digest(digest_text)?;
+        if !body.has_length_framing() {
+            return Err(OciError::new(
+                ErrorCode::BlobUploadInvalid,
+                411,
+                "a monolithic upload needs Content-Length or chunked encoding",
+            ));
+        }
         append_body(registry, &upload, body).await?;
         return finish(registry, name, &upload, &digest).await;
     }
@@ -165,8 +173,12 @@ pub(super) async fn cancel(
     let target = upload.id;
     registry
         .router()
-        .on_shard(upload.shard, move |shard, _| async move {
-            shard.cancel_upload(&target).await
+        .on_shard(upload.shard, move |shard, local| async move {
+            let cancelled = shard.cancel_upload(&target).await;
+            if cancelled.is_ok() {
+                local.metrics.upload_finished(UploadOutcome::Cancelled);
+            }
+            cancelled
         })
         .await
         .map_err(errors::shard)?
@@ -188,7 +200,10 @@ pub async fn expire_uploads(local: Rc<Local>, expiry: Duration) -> usize {
                 continue;
             }
             match shard.cancel_upload(&id).await {
-                Ok(()) => cancelled += 1,
+                Ok(()) => {
+                    cancelled += 1;
+                    local.metrics.upload_finished(UploadOutcome::Expired);
+                }
                 Err(error) => {
                     tracing::warn!(shard = shard.id(), error = %error, "could not expire an upload");
                 }
@@ -235,8 +250,10 @@ async fn try_mount(
 
 /// Starts an upload on one of this executor's shards.
 async fn create(registry: &Registry, name: &str) -> Result<UploadRef, OciError> {
-    let shard = registry.router().local().home_shard();
+    let local = registry.router().local();
+    let shard = local.home_shard();
     let id = shard.create_upload(name).await.map_err(errors::storage)?;
+    local.metrics.upload_started();
     Ok(UploadRef {
         shard: shard.id(),
         id,
@@ -280,8 +297,12 @@ async fn append_body(
     upload: &UploadRef,
     body: &mut Body<'_>,
 ) -> Result<u64, OciError> {
+    let limit = BodyLimit::new(registry.settings().max_upload_bytes);
+    if let Some(declared) = body.content_length() {
+        limit.check(declared)?;
+    }
     if let Some(shard) = registry.router().local().shard(upload.shard) {
-        return append_local(&shard, &upload.id, body).await;
+        return append_local(&shard, &upload.id, body, limit).await;
     }
 
     let (sender, receiver) = shared_channel::new_bounded::<Piece>(CROSS_CORE_CHUNKS);
@@ -303,9 +324,14 @@ async fn append_body(
 
     let feeder = async {
         let sender = sender.connect().await;
+        let mut received = 0u64;
         loop {
             match body.chunk().await {
                 Ok(Some(bytes)) => {
+                    received += bytes.len() as u64;
+                    // Dropping the sender without `End` discards what the
+                    // other core wrote of this body.
+                    limit.check(received)?;
                     if sender.send(Piece::Bytes(bytes.to_vec())).await.is_err() {
                         return Ok(());
                     }
@@ -336,16 +362,44 @@ async fn append_local(
     shard: &Rc<Shard>,
     id: &UploadId,
     body: &mut Body<'_>,
+    limit: BodyLimit,
 ) -> Result<u64, OciError> {
     let mut append = shard.append_upload(id).await.map_err(errors::storage)?;
+    let mut received = 0u64;
     loop {
         match body.chunk().await {
-            Ok(Some(bytes)) => append.write(bytes).await.map_err(errors::storage)?,
+            Ok(Some(bytes)) => {
+                received += bytes.len() as u64;
+                limit.check(received)?;
+                append.write(bytes).await.map_err(errors::storage)?
+            }
             Ok(None) => break,
             Err(error) => return Err(errors::body(error)),
         }
     }
     append.finish().await.map_err(errors::storage)
+}
+
+/// The most bytes one request may add to an upload (0: no limit).
+#[derive(Clone, Copy)]
+struct BodyLimit(u64);
+
+impl BodyLimit {
+    fn new(max_bytes: u64) -> Self {
+        BodyLimit(max_bytes)
+    }
+
+    /// Refuses a body that has grown, or says it will grow, past the limit.
+    fn check(self, bytes: u64) -> Result<(), OciError> {
+        if self.0 > 0 && bytes > self.0 {
+            return Err(OciError::new(
+                ErrorCode::SizeInvalid,
+                413,
+                format!("upload body is larger than the {} bytes allowed", self.0),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One message of a body streamed to another core.
@@ -365,8 +419,12 @@ async fn finish(
     let expected = *digest;
     let location = registry
         .router()
-        .on_shard(upload.shard, move |shard, _| async move {
-            shard.commit_upload(&id, &expected).await
+        .on_shard(upload.shard, move |shard, local| async move {
+            let committed = shard.commit_upload(&id, &expected).await;
+            if committed.is_ok() {
+                local.metrics.upload_finished(UploadOutcome::Completed);
+            }
+            committed
         })
         .await
         .map_err(errors::shard)?

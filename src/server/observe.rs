@@ -3,7 +3,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::http::Request;
+use crate::http::{ConnectionEvent, Request};
 use crate::logging;
 use crate::registry::RequestObserver;
 use crate::shards::Local;
@@ -28,6 +28,14 @@ impl Observer {
 }
 
 impl RequestObserver for Observer {
+    fn connection(&self, event: ConnectionEvent) {
+        match event {
+            ConnectionEvent::Opened => self.local.metrics.connection_opened(),
+            ConnectionEvent::Closed => self.local.metrics.connection_closed(),
+            ConnectionEvent::Refused => self.local.metrics.connection_refused(),
+        }
+    }
+
     fn observe(
         &self,
         request: &Request,

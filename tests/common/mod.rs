@@ -131,10 +131,22 @@ impl Server {
         }
         let child = command.spawn().expect("berth binary starts");
         self.child = Some(child);
-        if self.tls {
-            wait_for_admin(self.admin, Duration::from_secs(30));
-        } else {
+        self.fail_fast_if_exited();
+        if !self.tls {
             wait_for_port(self.addr, Duration::from_secs(30));
+        }
+        // Ready means every executor recovered, not just the first to listen.
+        wait_for_admin(self.admin, Duration::from_secs(30));
+    }
+
+    /// Panics with the exit status if berth exited within its first
+    /// moments (a refused config, a port in use).
+    fn fail_fast_if_exited(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("berth exited at start: {status}");
+            }
         }
     }
 
