@@ -187,14 +187,23 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
     }
     drop(ready_tx);
 
-    for _ in 0..executors {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
+    // While recovery runs, keep telling systemd that start-up is making
+    // progress, so a large data directory is not killed by the start timeout.
+    let mut ready = 0;
+    while ready < executors {
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(_)) => ready += 1,
             Ok(Err(error)) => {
                 control.shutdown.store(true, Ordering::SeqCst);
                 return Err(error);
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = notify::extend_timeout(Duration::from_secs(30));
+                let _ = notify::status(&format!(
+                    "recovering: {ready} of {executors} executors ready"
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(ServeError::Executor {
                     executor: 0,
                     reason: "an executor exited during start".to_owned(),
