@@ -138,14 +138,17 @@ impl StorageError {
         source: io::Error,
     ) -> StorageError {
         let path = path.into();
-        match source.raw_os_error() {
-            Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => StorageError::NoSpace {
+        // glommio's errors keep the kind but not the errno.
+        let full = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            || source.kind() == std::io::ErrorKind::StorageFull;
+        if full {
+            return StorageError::NoSpace {
                 shard,
                 op,
                 detail: format!("{}: {source}", path.display()),
-            },
-            _ => StorageError::Io { op, path, source },
+            };
         }
+        StorageError::Io { op, path, source }
     }
 
     /// Builds a [`StorageError::Corrupt`].

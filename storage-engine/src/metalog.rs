@@ -165,6 +165,8 @@ pub(crate) struct MetaLog {
     failed: RefCell<Option<String>>,
     notify: Notify,
     syncs: Cell<u64>,
+    /// Test hook: the next batch sync reports a failure.
+    pub(crate) fail_next_sync: Cell<bool>,
 }
 
 impl MetaLog {
@@ -196,6 +198,7 @@ impl MetaLog {
             failed: RefCell::new(None),
             notify: Notify::default(),
             syncs: Cell::new(0),
+            fail_next_sync: Cell::new(false),
         })
     }
 
@@ -264,8 +267,12 @@ impl MetaLog {
         if want <= file.preallocated.get() {
             return Ok(());
         }
-        let target = want + PREALLOCATE_STEP;
-        file.file.pre_allocate(target, true).await?;
+        // A nearly full disk may still have room for the exact need.
+        let mut target = want + PREALLOCATE_STEP;
+        if file.file.pre_allocate(target, true).await.is_err() {
+            target = want.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+            file.file.pre_allocate(target, true).await?;
+        }
         file.preallocated.set(file.preallocated.get().max(target));
         Ok(())
     }
@@ -322,6 +329,9 @@ impl MetaLog {
             // IMPORTANT: nothing in this batch is acknowledged before this.
             file.file.fdatasync().await?;
             self.syncs.set(self.syncs.get() + 1);
+            if self.fail_next_sync.replace(false) {
+                return Err(std::io::Error::other("injected fdatasync failure"));
+            }
         }
         Ok(())
     }

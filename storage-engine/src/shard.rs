@@ -592,6 +592,13 @@ impl Shard {
             .await
     }
 
+    /// Test hook: the next metadata sync of this shard fails, as a failing
+    /// disk would make it. Not for production use.
+    #[doc(hidden)]
+    pub fn inject_sync_failure(&self) {
+        self.inner.meta.fail_next_sync.set(true);
+    }
+
     /// Writes what is queued, waits for a running checkpoint, writes a
     /// final one when the log has grown past [`CLOSE_CHECKPOINT_BYTES`] (so
     /// a clean restart replays little), and closes.

@@ -331,3 +331,108 @@ fn a_shard_opens_once_at_a_time() {
         assert!(matches!(err, StorageError::ShardLocked { .. }), "{err}");
     });
 }
+
+#[test]
+fn failed_sync_poisons_writes_but_keeps_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        let m = b"{\"a\":1}".to_vec();
+        let d = sha(&m);
+        let loc = shard.put_content(&m, &d).await.unwrap();
+        shard.index_put(&d, loc).await.unwrap();
+
+        shard.inject_sync_failure();
+        let err = shard.set_tag("r", "t", &d).await.unwrap_err();
+        assert!(matches!(err, StorageError::Poisoned { .. }), "{err}");
+        assert!(shard.is_poisoned());
+        let err = shard.put_content(b"x", &sha(b"x")).await.unwrap_err();
+        assert!(matches!(err, StorageError::Poisoned { .. }), "{err}");
+        let err = shard.create_upload("r").await.unwrap_err();
+        assert!(matches!(err, StorageError::Poisoned { .. }), "{err}");
+
+        // Reads are still served.
+        assert_eq!(shard.index_get(&d), Some(loc));
+        let reader = Reader::new(&layout, 0);
+        assert_eq!(reader.read_all(&loc).await.unwrap(), m);
+        drop(shard);
+
+        // Reopening clears the poison; what was acknowledged is there.
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        assert!(!shard.is_poisoned());
+        assert_eq!(shard.index_get(&d), Some(loc));
+        shard.set_tag("r", "t", &d).await.unwrap();
+    });
+}
+
+/// Mounts a small tmpfs when the tests run as root; `None` otherwise.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallFs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_filesystem_fails_with_no_space_and_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let Some(fs) = SmallFs::mount(&mnt, "24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let dir = fs.0.clone();
+    run(move || async move {
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let opts = ShardOptions {
+            segment_bytes: 2 << 20,
+            ..small_opts()
+        };
+        let (shard, _) = Shard::open(&layout, 0, &opts).await.unwrap();
+        let reader = Reader::new(&layout, 0);
+        let mut stored = Vec::new();
+        let err = loop {
+            let m = bytes(stored.len() as u64, 300_000);
+            let d = sha(&m);
+            let loc = match shard.put_content(&m, &d).await {
+                Ok(loc) => loc,
+                Err(e) => break e,
+            };
+            if let Err(e) = shard.index_put(&d, loc).await {
+                break e;
+            }
+            stored.push((d, loc, m));
+        };
+        assert!(err.is_no_space(), "{err}");
+        assert!(!shard.is_poisoned());
+        assert!(stored.len() > 10, "only {} stored", stored.len());
+        for (d, loc, m) in &stored {
+            assert_eq!(shard.index_get(d), Some(*loc));
+            assert_eq!(&reader.read_all(loc).await.unwrap(), m);
+        }
+        drop(shard);
+
+        let (shard, report) = Shard::open(&layout, 0, &opts).await.unwrap();
+        assert_eq!(report.blobs_indexed, stored.len(), "{report}");
+        for (d, loc, m) in &stored {
+            assert_eq!(shard.index_get(d), Some(*loc));
+            assert_eq!(&reader.read_all(loc).await.unwrap(), m);
+        }
+    });
+}
