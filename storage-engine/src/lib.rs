@@ -4,8 +4,8 @@
 //! [`Shard`] lives on one glommio executor and owns:
 //!
 //! - a log of preallocated **segment** files written with direct I/O, where
-//!   every blob chunk, manifest and blob map is a CRC-checked record
-//!   ([`record`] describes the header);
+//!   every blob chunk, manifest and blob map is a CRC-checked record (the
+//!   crate README describes the header);
 //! - a **metadata log** of CRC-framed operations (upload sessions, blob
 //!   index entries, repository links, tags), with background
 //!   **checkpoints** that bound recovery time;
@@ -18,6 +18,7 @@
 //! reads any shard's locations, checking every record's CRC.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod checkpoint;
 mod digest;
@@ -29,7 +30,7 @@ mod meta;
 mod metalog;
 mod notify;
 mod reader;
-pub mod record;
+mod record;
 mod recovery;
 mod segment;
 mod shard;
@@ -42,6 +43,7 @@ pub use error::{Result, StorageError};
 pub use layout::{Layout, MAX_SHARDS};
 pub use location::{BlobLocation, MAX_BLOB_BYTES};
 pub use reader::{BlobRead, Reader, MAX_READ_ALL_BYTES, READ_CHUNK_BYTES};
+pub use record::{BLOCK_BYTES, CHUNK_PAYLOAD_BYTES, MAX_CONTENT_BYTES};
 pub use shard::{Shard, CLOSE_CHECKPOINT_BYTES};
 pub use types::{
     ManifestLink, RecoveryReport, SegmentStats, ShardOptions, ShardStats, UploadId, UploadIdError,

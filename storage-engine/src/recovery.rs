@@ -80,6 +80,21 @@ pub(crate) async fn recover(
         .copied()
         .filter(|&g| g >= base_gen)
         .collect();
+    // IMPORTANT: a missing generation means lost operations (for example a
+    // damaged newest checkpoint whose older logs are already deleted);
+    // refuse to open rather than serve a silently older state.
+    for (i, &gen) in logs.iter().enumerate() {
+        if gen != base_gen + i as u32 {
+            return Err(StorageError::corrupt(
+                dir.join(log_file_name(gen)),
+                0,
+                format!(
+                    "metadata log generation {} is missing (checkpoint {base_gen})",
+                    base_gen + i as u32
+                ),
+            ));
+        }
+    }
     let mut last_log: Option<(u32, u64)> = None;
     for (i, &gen) in logs.iter().enumerate() {
         let path = dir.join(log_file_name(gen));

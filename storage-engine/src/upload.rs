@@ -71,7 +71,9 @@ impl<'a> UploadAppend<'a> {
         }
     }
 
-    /// Appends bytes. Memory stays bounded by one chunk whatever the total.
+    /// Appends bytes. Memory stays bounded by a few chunks whatever the
+    /// total. After an error, drop the append: the upload keeps its
+    /// previous durable length.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.shard.inner.writable()?;
         check_blob_len(self.len + bytes.len() as u64)?;

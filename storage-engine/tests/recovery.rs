@@ -436,3 +436,45 @@ fn full_filesystem_fails_with_no_space_and_keeps_serving() {
         }
     });
 }
+
+#[test]
+fn damaged_checkpoint_without_older_logs_refuses_to_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        let d = sha(b"m");
+        for i in 0..50 {
+            shard.set_tag("r", &format!("t{i}"), &d).await.unwrap();
+        }
+        shard.checkpoint().await.unwrap();
+        shard.set_tag("r", "after", &d).await.unwrap();
+        shard.close().await.unwrap();
+
+        // The checkpoint alone holds t0..t49: reopening uses it.
+        let (shard, report) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        assert!(report.checkpoint.is_some(), "{report}");
+        assert_eq!(shard.tags("r").unwrap().len(), 51);
+        shard.close().await.unwrap();
+
+        let ckpt = std::fs::read_dir(layout.shard_dir(0))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dat"))
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("ckpt-")
+            })
+            .unwrap();
+        let mut raw = std::fs::read(&ckpt).unwrap();
+        raw[40] ^= 0xff;
+        std::fs::write(&ckpt, &raw).unwrap();
+        let err = Shard::open(&layout, 0, &small_opts()).await.err().unwrap();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+    });
+}
