@@ -122,7 +122,8 @@ wait_ready() {
 wait_ready "$berth_port" berth "${pids[0]}"
 wait_ready "$dist_port" dist "${pids[1]}"
 
-# 4. The run.
+# 4. The run. Load before it, so a reader can tell a busy machine.
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 targets=(--target "berth=http://127.0.0.1:$berth_port" --target "dist=http://127.0.0.1:$dist_port")
 for extra in ${EXTRA_TARGETS:-}; do
     targets+=(--target "$extra")
@@ -151,6 +152,7 @@ machine() {
     echo "- Kernel: $(uname -r)"
     echo "- Data directories on: $fs"
     echo "- Disks (name model size rotational): ${dev:-unknown}"
+    echo "- Load average (1, 5, 15 min) before the run: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- Client and both servers share the machine; the cpu column is the"
     echo "  client's own use, in cores."
 }
