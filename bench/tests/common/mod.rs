@@ -99,6 +99,10 @@ pub fn berth_binary() -> Option<PathBuf> {
 /// the test is skipped when the binary has not been built.
 pub fn start_berth() -> Option<Server> {
     let Some(binary) = berth_binary() else {
+        // CI sets this so a missing build cannot pass as a skip.
+        if std::env::var_os("BERTH_BENCH_REQUIRE_BERTH").is_some() {
+            panic!("BERTH_BENCH_REQUIRE_BERTH is set but no berth binary was found");
+        }
         eprintln!(
             "SKIP: no berth binary next to the test executable; run \
              `cargo test --workspace` (which builds it) or set BERTH_BIN"
