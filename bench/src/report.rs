@@ -375,3 +375,65 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Tally;
+    use crate::workload::Defaults;
+    use std::time::Duration;
+
+    fn row(target: &str, mb: u64, p99_micros: u64, errors: u64) -> Row {
+        let defaults = Defaults {
+            blob_bytes: 1 << 20,
+            concurrency: 1,
+            repos: 1,
+            count: None,
+            duration: Duration::from_secs(1),
+        };
+        let workload = Workload::parse("push", &defaults).unwrap();
+        let mut tally = Tally::new();
+        tally.success(p99_micros, mb * 1_000_000);
+        for _ in 0..errors {
+            tally.failure("HTTP 500", "upload put: unexpected status 500");
+        }
+        let sample = Sample::new(&tally, 1.0, 0.0, 1.0);
+        Row::new(&workload, 0, target, vec![sample], None)
+    }
+
+    #[test]
+    fn ratios_are_to_the_first_target() {
+        let mut rows = vec![row("a", 100, 1000, 0), row("b", 50, 4000, 0)];
+        fill_ratios(&mut rows, "a");
+        assert_eq!(rows[0].ratio_to_first.throughput, 1.0);
+        assert_eq!(rows[1].ratio_to_first.throughput, 0.5);
+        let p99 = rows[1].ratio_to_first.p99;
+        assert!((3.9..4.1).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn banner_only_when_something_failed() {
+        let clean = vec![row("a", 100, 1000, 0)];
+        assert!(error_banner(&clean, &BTreeMap::new()).is_none());
+
+        let failed = vec![row("a", 100, 1000, 2)];
+        let banner = error_banner(&failed, &BTreeMap::new()).unwrap();
+        assert!(banner.starts_with("!!!"));
+        assert!(banner.contains("2 operations failed (HTTP 500: 2)"));
+
+        let mut gone = BTreeMap::new();
+        gone.insert("b".to_string(), "connect: refused".to_string());
+        let banner = error_banner(&clean, &gone).unwrap();
+        assert!(banner.contains("target b unreachable: connect: refused"));
+    }
+
+    #[test]
+    fn tables_have_a_line_per_row() {
+        let rows = vec![row("a", 100, 1000, 0), row("b", 50, 4000, 1)];
+        let text = text_table(&rows, 1);
+        assert_eq!(text.lines().count(), 2 + rows.len() + 1);
+        let markdown = markdown_table(&rows);
+        assert_eq!(markdown.lines().count(), 2 + rows.len());
+        assert!(markdown.contains("| push 1MiB x1 | b |"));
+    }
+}
