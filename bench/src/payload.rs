@@ -14,7 +14,6 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -265,9 +264,6 @@ impl http_body::Body for Payload {
         SizeHint::with_exact(self.len())
     }
 }
-
-/// Shared handle to a run's content.
-pub type SharedContent = Arc<Content>;
 
 /// Formats a SHA-256 digest as `sha256:<hex>`.
 pub fn sha256_digest_string(hash: &[u8]) -> String {
