@@ -229,7 +229,7 @@ pub fn error_banner(rows: &[Row], ping_errors: &BTreeMap<String, String>) -> Opt
 /// Text table with one line per workload and target.
 pub fn text_table(rows: &[Row], repeat: usize) -> String {
     let header = [
-        "workload", "target", "MB/s", "req/s", "p50", "p90", "p99", "p99.9", "max", "cpu", "err",
+        "workload", "target", "MB/s", "ops/s", "p50", "p90", "p99", "p99.9", "max", "cpu", "err",
         "vs first",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
@@ -297,7 +297,8 @@ pub fn text_table(rows: &[Row], repeat: usize) -> String {
     }
     let _ = writeln!(
         out,
-        "medians of {repeat} repetitions; MB = 10^6 bytes; cpu = client cores used; \
+        "medians of {repeat} repetitions; MB = 10^6 bytes; ops/s = workload \
+         operations (an upload is 2+ requests); cpu = client cores used; \
          vs first: throughput and p99 against the first target"
     );
     out
@@ -306,7 +307,7 @@ pub fn text_table(rows: &[Row], repeat: usize) -> String {
 /// Markdown table, for README files.
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| workload | target | MB/s | req/s | p50 | p99 | p99.9 | max | errors | \
+        "| workload | target | MB/s | ops/s | p50 | p99 | p99.9 | max | errors | \
          throughput vs first | p99 vs first |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
