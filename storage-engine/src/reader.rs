@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions, ReadResult};
+use glommio::task::JoinHandle;
 
 use crate::digest::{Digest, DigestAlgorithm, DigestHasher};
 use crate::error::{Result, StorageError};
@@ -97,6 +98,7 @@ impl Reader {
             desc,
             pos: start,
             end: end_exclusive,
+            ahead: None,
         })
     }
 
@@ -130,6 +132,7 @@ impl Reader {
             desc,
             pos: 0,
             end: loc.len(),
+            ahead: None,
         };
         while let Some(chunk) = read.next_chunk().await? {
             hasher.update(&chunk);
@@ -360,6 +363,8 @@ pub struct BlobRead {
     desc: Rc<Described>,
     pos: u64,
     end: u64,
+    /// The read of the next extent, started before it is asked for.
+    ahead: Option<(usize, JoinHandle<Result<ChunkBytes>>)>,
 }
 
 impl BlobRead {
@@ -369,7 +374,8 @@ impl BlobRead {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let out = match &*self.desc {
+        let desc = self.desc.clone();
+        let out = match &*desc {
             Described::Content { payload, .. } => {
                 let n = (self.end - self.pos).min(READ_CHUNK_BYTES) as usize;
                 let at = self.pos as usize;
@@ -383,7 +389,28 @@ impl BlobRead {
             } => {
                 let i = starts.partition_point(|&s| s <= self.pos) - 1;
                 let e = extents[i];
-                let chunk = self.reader.chunk(self.shard, *owner, &e, starts[i]).await?;
+                let chunk = match self.ahead.take() {
+                    Some((j, handle)) if j == i => match handle.await {
+                        Some(result) => result?,
+                        None => self.reader.chunk(self.shard, *owner, &e, starts[i]).await?,
+                    },
+                    _ => self.reader.chunk(self.shard, *owner, &e, starts[i]).await?,
+                };
+
+                // NOTE: one extent of read-ahead keeps the device busy
+                // while the caller sends this one; memory stays bounded.
+                if let (Some(&next), Some(&start)) = (extents.get(i + 1), starts.get(i + 1)) {
+                    if start < self.end {
+                        let reader = self.reader.clone();
+                        let (shard, owner) = (self.shard, *owner);
+                        let handle = glommio::spawn_local(async move {
+                            reader.chunk(shard, owner, &next, start).await
+                        })
+                        .detach();
+                        self.ahead = Some((i + 1, handle));
+                    }
+                }
+
                 let off = (self.pos - starts[i]) as usize;
                 let n = ((u64::from(e.len) - off as u64).min(self.end - self.pos)) as usize;
                 chunk.payload()[off..off + n].to_vec()

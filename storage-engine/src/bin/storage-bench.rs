@@ -177,6 +177,17 @@ fn bench_write(args: &Args) {
         let ratio = fio.map(|f| format!("{:.2}", bw / f)).unwrap_or("-".into());
         println!("| {name} | {bw:.0} | {ratio} |");
     }
+
+    let fio_read = best_of(2, || fio_seq_read(&args.dir, total));
+    let read = best_of(2, || Some(engine_read(&args.dir, total))).unwrap_or(0.0);
+    let ratio = fio_read
+        .map(|f| format!("{:.2}", read / f))
+        .unwrap_or("-".into());
+    match fio_read {
+        Some(bw) => println!("| fio --rw=read --bs=1M --direct=1 io_uring | {bw:.0} | 1.00 |"),
+        None => println!("| fio read (not installed or failed) | - | - |"),
+    }
+    println!("| berth read_range, one stream, no cache | {read:.0} | {ratio} |");
 }
 
 /// MiB/s of this build's sha256 over a 4 MiB buffer, for one second.
@@ -191,6 +202,67 @@ fn sha256_speed() -> f64 {
     }
     let _ = hasher.finish();
     n as f64 / MIB as f64 / started.elapsed().as_secs_f64()
+}
+
+/// MiB/s of streaming one committed blob of `total` bytes back with
+/// `read_range` (no cache: every chunk comes from the disk).
+fn engine_read(base: &Path, total: u64) -> f64 {
+    let dir = fresh_dir(base, "read");
+    let dir2 = dir.clone();
+    let secs = on_executor(move || async move {
+        let layout = Layout::open_or_create(&dir2, 1).expect("layout");
+        let (shard, _) = Shard::open(&layout, 0, &ShardOptions::default())
+            .await
+            .expect("open shard");
+        let piece = pseudo_random(4 * MIB as usize, 11);
+        let mut hasher = berth_storage::DigestHasher::new(DigestAlgorithm::Sha256);
+        let id = shard.create_upload("bench").await.expect("create upload");
+        let mut app = shard.append_upload(&id).await.expect("append");
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(piece.len() as u64) as usize;
+            hasher.update(&piece[..n]);
+            app.write(&piece[..n]).await.expect("write");
+            left -= n as u64;
+        }
+        app.finish().await.expect("finish");
+        let loc = shard
+            .commit_upload(&id, &hasher.finish())
+            .await
+            .expect("commit");
+
+        let reader = berth_storage::Reader::new(&layout, 0);
+        let started = Instant::now();
+        let mut read = reader.read_range(&loc, 0, loc.len()).await.expect("read");
+        let mut n = 0u64;
+        while let Some(chunk) = read.next_chunk().await.expect("chunk") {
+            n += chunk.len() as u64;
+        }
+        assert_eq!(n, total);
+        let secs = started.elapsed().as_secs_f64();
+        let _ = shard.close().await;
+        secs
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    total as f64 / MIB as f64 / secs
+}
+
+/// fio's sequential direct read bandwidth in MiB/s.
+fn fio_seq_read(base: &Path, total: u64) -> Option<f64> {
+    let file = base.join("fio-read.dat");
+    let v = fio_json(&[
+        "--name=seqread".into(),
+        format!("--filename={}", file.display()),
+        "--direct=1".into(),
+        "--rw=read".into(),
+        "--bs=1M".into(),
+        "--ioengine=io_uring".into(),
+        format!("--size={total}"),
+        "--output-format=json".into(),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    let bw = v?["jobs"][0]["read"]["bw_bytes"].as_f64()?;
+    Some(bw / MIB as f64)
 }
 
 fn best_of(n: usize, mut f: impl FnMut() -> Option<f64>) -> Option<f64> {
