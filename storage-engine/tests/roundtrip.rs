@@ -102,3 +102,83 @@ fn digest_mismatch_leaves_upload_open() {
         assert!(shard.upload(&id).is_none());
     });
 }
+
+#[test]
+fn dead_space_is_accounted_per_segment_and_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+
+        let m = b"{\"config\":{}}".to_vec();
+        let mloc = shard.put_content(&m, &sha(&m)).await.unwrap();
+
+        let blob = bytes(9, 2_500_000);
+        let id = shard.create_upload("r").await.unwrap();
+        let mut app = shard.append_upload(&id).await.unwrap();
+        app.write(&blob).await.unwrap();
+        app.finish().await.unwrap();
+        let bloc = shard.commit_upload(&id, &sha(&blob)).await.unwrap();
+
+        // Cancelled, and dropped without finish: both dead at once.
+        let id = shard.create_upload("r").await.unwrap();
+        let mut app = shard.append_upload(&id).await.unwrap();
+        app.write(&bytes(3, 1_200_000)).await.unwrap();
+        app.finish().await.unwrap();
+        shard.cancel_upload(&id).await.unwrap();
+        let id = shard.create_upload("r").await.unwrap();
+        let mut app = shard.append_upload(&id).await.unwrap();
+        app.write(&bytes(4, 1_500_000)).await.unwrap();
+        drop(app);
+        assert_eq!(shard.upload(&id).unwrap().len, 0);
+
+        let live = |s: &Shard| -> (u64, u64) {
+            let st = s.stats();
+            let written = st.segments.iter().map(|x| x.written_bytes).sum();
+            let live = st.segments.iter().map(|x| x.live_bytes).sum();
+            (written, live)
+        };
+        let (written, before) = live(&shard);
+        assert!(before < written, "{before} of {written}");
+
+        shard.mark_dead(&mloc).await.unwrap();
+        shard.mark_dead(&bloc).await.unwrap();
+        let headers = 4096 * shard.stats().segments.len() as u64;
+        assert_eq!(live(&shard).1, headers);
+        shard.close().await.unwrap();
+
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        assert_eq!(live(&shard).1, headers);
+    });
+}
+
+#[test]
+fn sha512_blobs_and_manifests_work_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        use berth_storage::{digest_of, DigestAlgorithm};
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        let blob = bytes(5, 1_300_000);
+        let d = digest_of(DigestAlgorithm::Sha512, &blob);
+        let id = shard.create_upload("r").await.unwrap();
+        let mut app = shard.append_upload(&id).await.unwrap();
+        app.write(&blob).await.unwrap();
+        app.finish().await.unwrap();
+        let loc = shard.commit_upload(&id, &d).await.unwrap();
+        shard.index_put(&d, loc).await.unwrap();
+
+        let m = b"{}".to_vec();
+        let md = digest_of(DigestAlgorithm::Sha512, &m);
+        let mloc = shard.put_content(&m, &md).await.unwrap();
+        shard.close().await.unwrap();
+
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        assert_eq!(shard.index_get(&d), Some(loc));
+        let reader = Reader::new(&layout, 0);
+        assert_eq!(reader.verify(&loc).await.unwrap(), d);
+        assert_eq!(reader.verify(&mloc).await.unwrap(), md);
+    });
+}
