@@ -6,9 +6,16 @@
 //! missing; the manifest goes last, under a tag. Pulling fetches the
 //! manifest by tag, then every blob it names.
 
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
+
 use crate::client::{Failure, PushMode, Registry, OCI_MANIFEST};
 use crate::payload::{Blob, Content};
 use crate::workload::{stored_blob, Stored};
+
+/// Blobs of one image uploaded at a time (Docker's default is 5).
+const PUSH_PARALLELISM: usize = 5;
+/// Blobs of one image downloaded at a time (Docker's default is 3).
+const PULL_PARALLELISM: usize = 3;
 
 /// One image to push.
 pub(crate) struct ImageSpec<'a> {
@@ -44,28 +51,29 @@ pub(crate) async fn push_image(
         own,
     } = *image;
     let mut sent = 0u64;
-
-    for blob in shared {
-        if registry.blob_exists(repository, &blob.digest).await? {
-            continue;
-        }
-        let (bytes, mounted) = registry.mount_blob(repository, shared_from, blob).await?;
-        sent += bytes;
-        let kind = if mounted { "mount" } else { "blob" };
-        stored.push(stored_blob(kind, repository, blob));
-    }
-
     let layers: Vec<&Blob> = shared.iter().chain(own.iter()).collect();
     let config = Content::blob_from(config_json(run_label, tag, &layers));
 
+    // Blobs go up a few at a time, as `docker push` sends layers.
+    let mut uploads = Vec::new();
+    for blob in shared {
+        uploads.push(upload_missing(
+            registry,
+            repository,
+            blob,
+            Some(shared_from),
+        ));
+    }
     for blob in own.iter().chain(std::iter::once(&config)) {
-        if registry.blob_exists(repository, &blob.digest).await? {
-            continue;
-        }
-        sent += registry
-            .push_blob(repository, blob, PushMode::Monolithic)
-            .await?;
-        stored.push(stored_blob("blob", repository, blob));
+        uploads.push(upload_missing(registry, repository, blob, None));
+    }
+    let uploaded: Vec<Option<(u64, &'static str, &Blob)>> = stream::iter(uploads)
+        .buffer_unordered(PUSH_PARALLELISM)
+        .try_collect()
+        .await?;
+    for (bytes, kind, blob) in uploaded.into_iter().flatten() {
+        sent += bytes;
+        stored.push(stored_blob(kind, repository, blob));
     }
 
     let manifest = manifest_json(&config, &layers);
@@ -84,6 +92,29 @@ pub(crate) async fn push_image(
     Ok((manifest.digest, sent))
 }
 
+/// Uploads a blob unless the repository has it: mounted from `mount_from`
+/// when given (and the registry agrees), else sent. Returns the bytes sent,
+/// how it was stored and the blob, or `None` when nothing was needed.
+async fn upload_missing<'a>(
+    registry: &Registry,
+    repository: &str,
+    blob: &'a Blob,
+    mount_from: Option<&str>,
+) -> Result<Option<(u64, &'static str, &'a Blob)>, Failure> {
+    if registry.blob_exists(repository, &blob.digest).await? {
+        return Ok(None);
+    }
+    if let Some(from) = mount_from {
+        let (bytes, mounted) = registry.mount_blob(repository, from, blob).await?;
+        let kind = if mounted { "mount" } else { "blob" };
+        return Ok(Some((bytes, kind, blob)));
+    }
+    let bytes = registry
+        .push_blob(repository, blob, PushMode::Monolithic)
+        .await?;
+    Ok(Some((bytes, "blob", blob)))
+}
+
 /// Pulls an image the way clients do: manifest by tag, then each blob it
 /// names. Returns the bytes received.
 pub(crate) async fn pull_image(
@@ -95,16 +126,17 @@ pub(crate) async fn pull_image(
     let parsed: ManifestDoc = serde_json::from_slice(&manifest)
         .map_err(|_| Failure::protocol("image pull", "manifest is not JSON"))?;
 
-    let mut received = manifest.len() as u64;
-    received += registry
-        .pull_blob(repository, &parsed.config.digest, None, None)
-        .await?;
+    // Config and layers come down a few at a time, as `docker pull` does.
+    let mut downloads = Vec::new();
+    downloads.push(registry.pull_blob(repository, &parsed.config.digest, None, None));
     for layer in &parsed.layers {
-        received += registry
-            .pull_blob(repository, &layer.digest, None, None)
-            .await?;
+        downloads.push(registry.pull_blob(repository, &layer.digest, None, None));
     }
-    Ok(received)
+    let sizes: Vec<u64> = stream::iter(downloads)
+        .buffer_unordered(PULL_PARALLELISM)
+        .try_collect()
+        .await?;
+    Ok(manifest.len() as u64 + sizes.iter().sum::<u64>())
 }
 
 #[derive(serde::Deserialize)]
