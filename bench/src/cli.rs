@@ -389,7 +389,7 @@ impl Setup {
                     .iter()
                     .map(|s| JsonTarget {
                         name: s.name.clone(),
-                        url: s.url.to_string(),
+                        url: without_password(&s.url),
                         authenticated: s.user.is_some() || s.token.is_some(),
                     })
                     .collect(),
@@ -553,12 +553,39 @@ impl Round<'_> {
     }
 }
 
+/// Masks the password of `scheme://user:password@host` inside `text`.
+fn mask_userinfo(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_string();
+    };
+    let rest = &text[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_string();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return text.to_string();
+    };
+    let start = scheme_end + 3 + colon + 1;
+    let end = scheme_end + 3 + at;
+    format!("{}***{}", &text[..start], &text[end..])
+}
+
+/// A URL as text, with any password in it masked.
+fn without_password(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    url.to_string()
+}
+
 /// Hides passwords and tokens given in `--target` settings.
 fn redact(arg: &str) -> String {
     arg.split(',')
         .map(|part| match part.split_once('=') {
             Some((key @ ("password" | "token"), _)) => format!("{key}=***"),
-            _ => part.to_string(),
+            _ => mask_userinfo(part),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -585,5 +612,12 @@ mod tests {
             "a=http://x,user=me,password=***,token=***"
         );
         assert_eq!(redact("push:size=1MiB"), "push:size=1MiB");
+        assert_eq!(
+            redact("a=https://me:secret@r.example:5000/x"),
+            "a=https://me:***@r.example:5000/x"
+        );
+        assert_eq!(redact("a=https://r.example/@x"), "a=https://r.example/@x");
+        let url = reqwest::Url::parse("http://me:secret@r.example/").unwrap();
+        assert_eq!(without_password(&url), "http://me:***@r.example/");
     }
 }
