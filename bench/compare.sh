@@ -71,6 +71,12 @@ for port in "$berth_port" "$((berth_port + 1))" "$dist_port"; do
     fi
 done
 
+case "$work" in
+    "" | / | "$root" | "$HOME")
+        echo "COMPARE_DIR=$work would be wiped; choose a directory of its own" >&2
+        exit 1
+        ;;
+esac
 rm -rf "$work"
 mkdir -p "$work/berth" "$work/dist"
 pids=()
