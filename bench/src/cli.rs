@@ -170,12 +170,55 @@ struct JsonTarget {
     authenticated: bool,
 }
 
+/// Why a run could not start; each is a usage error (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A `--target` did not parse.
+    #[error("{0}")]
+    Target(String),
+    /// Two targets have one name.
+    #[error("two targets are named {0:?}; name them NAME=URL")]
+    DuplicateName(String),
+    /// A `--workload` did not parse.
+    #[error("{0}")]
+    Workload(String),
+    /// A number out of its range.
+    #[error("{flag} must be 1 to {max}")]
+    OutOfRange {
+        /// The flag.
+        flag: &'static str,
+        /// Its largest value.
+        max: usize,
+    },
+    /// A target's CA file could not be read.
+    #[error("target {target}: cannot read {path}: {source}")]
+    CaFile {
+        /// Target name.
+        target: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP client of a target could not be built (e.g. a bad CA).
+    #[error("target {target}: cannot build the HTTP client: {source}")]
+    Client {
+        /// Target name.
+        target: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The async runtime did not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
 /// Runs `berth-bench run`; returns the exit status.
 pub fn run(args: RunArgs) -> u8 {
     match Setup::new(&args) {
         Ok(setup) => setup.execute(&args),
-        Err(message) => {
-            eprintln!("berth-bench: {message}");
+        Err(error) => {
+            eprintln!("berth-bench: {error}");
             EXIT_USAGE
         }
     }
@@ -190,17 +233,17 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(args: &RunArgs) -> Result<Setup, String> {
+    fn new(args: &RunArgs) -> Result<Setup, SetupError> {
         let specs = args
             .targets
             .iter()
             .map(|t| TargetSpec::parse(t, |var| std::env::var(var).ok()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SetupError::Target)?;
         let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
-        names.dedup();
-        if names.len() != specs.len() {
-            return Err("two targets share a name; name them NAME=URL".into());
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(SetupError::DuplicateName(pair[0].to_string()));
         }
 
         let defaults = Defaults {
@@ -214,16 +257,23 @@ impl Setup {
             .workloads
             .iter()
             .map(|w| Workload::parse(w, &defaults))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SetupError::Workload)?;
 
         if args.repeat == 0 || args.repeat > MAX_REPEAT {
-            return Err(format!("--repeat must be 1 to {MAX_REPEAT}"));
+            return Err(SetupError::OutOfRange {
+                flag: "--repeat",
+                max: MAX_REPEAT,
+            });
         }
         let threads = args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         if threads == 0 || threads > MAX_THREADS {
-            return Err(format!("--threads must be 1 to {MAX_THREADS}"));
+            return Err(SetupError::OutOfRange {
+                flag: "--threads",
+                max: MAX_THREADS,
+            });
         }
 
         let seed = args.seed.unwrap_or_else(|| {
@@ -249,7 +299,7 @@ impl Setup {
         let runtime = match runtime {
             Ok(runtime) => runtime,
             Err(e) => {
-                eprintln!("berth-bench: cannot start the async runtime: {e}");
+                eprintln!("berth-bench: {}", SetupError::Runtime(e));
                 return EXIT_USAGE;
             }
         };
@@ -273,8 +323,8 @@ impl Setup {
 
         let registries = match self.registries(args) {
             Ok(registries) => registries,
-            Err(message) => {
-                eprintln!("berth-bench: {message}");
+            Err(error) => {
+                eprintln!("berth-bench: {error}");
                 return EXIT_USAGE;
             }
         };
@@ -325,7 +375,7 @@ impl Setup {
     }
 
     /// One HTTP client per target.
-    fn registries(&self, args: &RunArgs) -> Result<Vec<Arc<Registry>>, String> {
+    fn registries(&self, args: &RunArgs) -> Result<Vec<Arc<Registry>>, SetupError> {
         let max_conc = self
             .workloads
             .iter()
@@ -336,8 +386,10 @@ impl Setup {
         let mut registries = Vec::new();
         for spec in &self.specs {
             let ca_pem = match &spec.ca_file {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    format!("target {}: cannot read {}: {e}", spec.name, path.display())
+                Some(path) => Some(std::fs::read(path).map_err(|source| SetupError::CaFile {
+                    target: spec.name.clone(),
+                    path: path.clone(),
+                    source,
                 })?),
                 None => None,
             };
@@ -350,7 +402,10 @@ impl Setup {
             };
             let auth = Auth::new(spec.user.clone(), spec.password.clone(), spec.token.clone());
             let registry = Registry::new(spec.name.clone(), spec.url.clone(), auth, &config)
-                .map_err(|e| format!("target {}: cannot build client: {e}", spec.name))?;
+                .map_err(|source| SetupError::Client {
+                    target: spec.name.clone(),
+                    source,
+                })?;
             registries.push(Arc::new(registry));
         }
         Ok(registries)
