@@ -212,14 +212,20 @@ pub fn error_banner(rows: &[Row], ping_errors: &BTreeMap<String, String>) -> Opt
     // An unreachable target's rows only repeat the line above.
     let reachable = rows.iter().filter(|r| !ping_errors.contains_key(&r.target));
     for row in reachable {
+        // One example per failure class and row, with its count.
+        let mut examples: BTreeMap<&str, &str> = BTreeMap::new();
         for sample in &row.samples {
             for (key, detail) in &sample.error_examples {
-                let _ = writeln!(
-                    out,
-                    "!! {} on {}: {key}: {detail}",
-                    row.workload, row.target
-                );
+                examples.entry(key).or_insert(detail);
             }
+        }
+        for (key, detail) in examples {
+            let count = row.errors.get(key).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "!! {} on {}: {count} x {key}, e.g. {detail}",
+                row.workload, row.target
+            );
         }
     }
     let _ = writeln!(out, "{}", "!".repeat(78));
