@@ -23,7 +23,7 @@ use crate::metalog::{
 use crate::notify::Notify;
 use crate::reader::Reader;
 use crate::record::{le_u32, verify_record, RecordHeader, RecordKind, BLOCK_BYTES};
-use crate::segment::{decode_segment_header, SegmentHeader, SEGMENT_VERSION};
+use crate::segment::{decode_segment_header, SegmentFile, SegmentHeader, SEGMENT_VERSION};
 use crate::shard::{Active, Inner};
 use crate::state::State;
 use crate::types::{RecoveryReport, ShardOptions};
@@ -168,7 +168,11 @@ pub(crate) async fn recover(
         opts: opts.clone(),
         state: RefCell::new(state),
         meta,
-        active: RefCell::new(Active { seg: None, tail: 0 }),
+        active: RefCell::new(Active {
+            seg: None,
+            tail: 0,
+            limit: 0,
+        }),
         rolling: Cell::new(false),
         roll_notify: Notify::default(),
         poison: RefCell::new(None),
@@ -182,20 +186,23 @@ pub(crate) async fn recover(
         _lock: lock,
     });
 
-    // Scanned segments are never appended again: seal them durably.
-    if !scanned.is_empty() {
-        inner
-            .log_with(|_| {
-                let ops = scanned
-                    .iter()
-                    .map(|&(segment, written_bytes)| MetaOp::SegmentSealed {
-                        segment,
-                        written_bytes,
-                    })
-                    .collect();
-                Ok((ops, ()))
-            })
-            .await?;
+    // NOTE: appends resume after the last valid record of the newest
+    // segment, so a restart does not strand a preallocated segment. Torn
+    // records past that point were never acknowledged and get overwritten;
+    // older scanned segments are sealed durably.
+    let newest = files.segments.last().copied();
+    let mut seal = Vec::new();
+    for &(segment, written_bytes) in &scanned {
+        if Some(segment) == newest && resume_segment(&inner, segment, written_bytes).await {
+            continue;
+        }
+        seal.push(MetaOp::SegmentSealed {
+            segment,
+            written_bytes,
+        });
+    }
+    if !seal.is_empty() {
+        inner.log_with(|_| Ok((seal.clone(), ()))).await?;
     }
 
     report.duration = started.elapsed();
@@ -682,6 +689,35 @@ fn truncate_uploads(state: &mut State, seg: u32, records: &HashMap<u32, ScannedR
         }
     }
     truncated
+}
+
+/// Makes `segment` the active one, appending after `written_bytes`; false
+/// when it cannot be (full, or it fails to open).
+async fn resume_segment(inner: &Rc<Inner>, segment: u32, written_bytes: u64) -> bool {
+    let path = inner.layout.segment_path(inner.id, segment);
+    let opened = SegmentFile::open_existing(&path, segment, inner.segment_syncs.clone()).await;
+    let (seg, size) = match opened {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot reopen segment");
+            return false;
+        }
+    };
+    if written_bytes + crate::record::CHUNK_RECORD_BYTES as u64 > size {
+        return false;
+    }
+    let mut active = inner.active.borrow_mut();
+    active.seg = Some(Rc::new(seg));
+    active.tail = written_bytes;
+    active.limit = size;
+    inner
+        .state
+        .borrow_mut()
+        .segments
+        .entry(segment)
+        .or_default()
+        .written_bytes = written_bytes;
+    true
 }
 
 /// Opens a file that holds real data before any other direct-I/O file.

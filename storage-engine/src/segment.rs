@@ -91,6 +91,32 @@ impl SegmentFile {
         })
     }
 
+    /// Opens an existing segment to append after its last valid record.
+    pub async fn open_existing(
+        path: &Path,
+        id: u32,
+        syncs: Rc<Cell<u64>>,
+    ) -> std::io::Result<(SegmentFile, u64)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(path)
+            .await?;
+        let size = file.file_size().await?;
+        let seg = SegmentFile {
+            id,
+            file,
+            path: path.to_path_buf(),
+            completed: Cell::new(0),
+            synced: Cell::new(0),
+            syncing: Cell::new(false),
+            failed: Cell::new(false),
+            notify: Notify::default(),
+            syncs,
+        };
+        Ok((seg, size))
+    }
+
     /// Writes a block-aligned record at `block`; returns the ticket to pass
     /// to [`SegmentFile::sync_through`].
     pub async fn write(&self, buf: DmaBuffer, block: u32) -> std::io::Result<u64> {

@@ -48,6 +48,8 @@ pub struct Shard {
 pub(crate) struct Active {
     pub seg: Option<SegmentRef>,
     pub tail: u64,
+    /// Size of the active segment file.
+    pub limit: u64,
 }
 
 pub(crate) struct Inner {
@@ -787,7 +789,7 @@ impl Inner {
                 let mut active = self.active.borrow_mut();
                 let tail = active.tail;
                 if let Some(seg) = &active.seg {
-                    if tail + bytes <= self.opts.segment_bytes {
+                    if tail + bytes <= active.limit {
                         let seg = seg.clone();
                         active.tail = tail + bytes;
                         let mut st = self.state.borrow_mut();
@@ -845,6 +847,7 @@ impl Inner {
                 .replace(Rc::new(seg))
                 .map(|s| (s.id, active.tail));
             active.tail = BLOCK_BYTES;
+            active.limit = self.opts.segment_bytes;
             old
         };
         self.state

@@ -182,3 +182,30 @@ fn sha512_blobs_and_manifests_work_end_to_end() {
         assert_eq!(reader.verify(&mloc).await.unwrap(), md);
     });
 }
+
+#[test]
+fn restarts_resume_the_newest_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let mut locs = Vec::new();
+        for i in 0..5u64 {
+            let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+            let m = bytes(i, 1000);
+            locs.push((shard.put_content(&m, &sha(&m)).await.unwrap(), m));
+            if i % 2 == 0 {
+                shard.close().await.unwrap();
+            } else {
+                drop(shard);
+            }
+        }
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        assert_eq!(shard.stats().segments.len(), 1, "{:?}", shard.stats());
+        let reader = Reader::new(&layout, 0);
+        for (loc, m) in &locs {
+            assert_eq!(loc.segment(), locs[0].0.segment());
+            assert_eq!(&reader.read_all(loc).await.unwrap(), m);
+        }
+    });
+}
