@@ -545,7 +545,12 @@ fn port_answers(addr: std::net::SocketAddr) -> bool {
         };
         target.set_ip(loopback);
     }
-    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
+    match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+        // NOTE: a connect to a free port in the ephemeral range can pick
+        // that very port as its source and meet itself; that is no server.
+        Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+        Err(_) => false,
+    }
 }
 
 fn now_millis() -> u64 {

@@ -16,4 +16,4 @@ if ! command -v skopeo >/dev/null 2>&1; then
     fi
 fi
 
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast
