@@ -311,3 +311,34 @@ fn idle_uploads_expire_and_are_counted() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_same_blob_pushed_twice_is_stored_once() {
+    let server = Server::start();
+    let data = payload(77, 2 << 20);
+    let live = |server: &Server| -> f64 {
+        let text = request(server.admin, "GET", "/metrics", &[], b"").text();
+        text.lines()
+            .filter(|l| l.starts_with("berth_storage_live_bytes"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let digest = server.push_blob("dedupe/one", &data);
+    let after_one = live(&server);
+    assert!(after_one >= data.len() as f64, "live bytes {after_one}");
+
+    assert_eq!(server.push_blob("dedupe/two", &data), digest);
+    let after_two = live(&server);
+    assert!(
+        after_two < after_one + (data.len() / 2) as f64,
+        "second copy still live: {after_one} -> {after_two}"
+    );
+    assert_eq!(
+        server.get(&format!("/v2/dedupe/one/blobs/{digest}")).body,
+        data
+    );
+    assert_eq!(
+        server.get(&format!("/v2/dedupe/two/blobs/{digest}")).body,
+        data
+    );
+}

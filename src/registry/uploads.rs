@@ -431,13 +431,50 @@ async fn finish(
         .map_err(errors::storage)?;
 
     let (indexed, linked) = futures_lite::future::zip(
-        index_put(registry, digest, location),
+        index_put_or_keep(registry, digest, location),
         link(registry, name, digest, location.len()),
     )
     .await;
-    indexed?;
+    let kept = indexed?;
     linked?;
+
+    // The registry already held these bytes: the index keeps the older
+    // copy and the new one becomes dead space for compaction (dedupe).
+    if kept.is_some() {
+        let dead = location;
+        let marked = registry
+            .router()
+            .on_shard(dead.shard(), move |shard, _| async move {
+                shard.mark_dead(&dead).await
+            })
+            .await;
+        if let Ok(Err(error)) = marked {
+            tracing::warn!(digest = %digest, error = %error, "duplicate upload not marked dead");
+        }
+    }
     Ok(created_response(name, digest))
+}
+
+/// Indexes `digest -> location` unless the digest is already indexed;
+/// returns the location already there, if any.
+async fn index_put_or_keep(
+    registry: &Registry,
+    digest: &Digest,
+    location: BlobLocation,
+) -> Result<Option<BlobLocation>, OciError> {
+    let router = registry.router();
+    let shard = router.digest_shard(digest);
+    let d = *digest;
+    router
+        .on_shard(shard, move |shard, _| async move {
+            if let Some(existing) = shard.index_get(&d) {
+                return Ok(Some(existing));
+            }
+            shard.index_put(&d, location).await.map(|()| None)
+        })
+        .await
+        .map_err(errors::shard)?
+        .map_err(errors::storage)
 }
 
 /// Records `digest -> location` in the blob index, durably.
