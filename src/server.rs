@@ -165,12 +165,8 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
         .unwrap_or(1);
     let mut threads = Vec::with_capacity(executors);
     for index in 0..executors {
-        let placement = if executors <= cpus {
-            Placement::Fixed(index)
-        } else {
-            Placement::Unbound
-        };
-        let context = ExecutorContext {
+        let pinned = executors <= cpus;
+        let context = || ExecutorContext {
             config: config.clone(),
             layout: layout.clone(),
             mesh: mesh.clone(),
@@ -179,10 +175,27 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
             executors,
             tls: tls.clone(),
         };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("berth-{index}"))
-            .spawn(move || run_executor(context))
-            .map_err(|e| ServeError::Spawn(e.to_string()))?;
+        let spawn = |placement: Placement, context: ExecutorContext| {
+            LocalExecutorBuilder::new(placement)
+                .name(&format!("berth-{index}"))
+                .spawn(move || run_executor(context))
+        };
+        let first = if pinned {
+            spawn(Placement::Fixed(index), context())
+        } else {
+            spawn(Placement::Unbound, context())
+        };
+        // NOTE: a CPU set narrowed by the service manager or a container
+        // can refuse a pin; an unpinned executor still serves.
+        let handle = match first {
+            Ok(handle) => handle,
+            Err(error) if pinned => {
+                tracing::warn!(executor = index, error = %error, "cannot pin executor; running it unpinned");
+                spawn(Placement::Unbound, context())
+                    .map_err(|e| ServeError::Spawn(e.to_string()))?
+            }
+            Err(error) => return Err(ServeError::Spawn(error.to_string())),
+        };
         threads.push(handle);
     }
     drop(ready_tx);
