@@ -170,17 +170,16 @@ pub(crate) struct MetaLog {
 }
 
 impl MetaLog {
-    /// Opens generation `gen` at `path` to append after `len` valid bytes,
-    /// or creates it when `existing` is `None`.
+    /// Opens generation `gen` to append after `len` valid bytes, given the
+    /// bytes of its last partial block, or creates it when `existing` is
+    /// `None`.
     pub async fn open(
         dir: &Path,
         gen: u32,
         existing: Option<(u64, Vec<u8>)>,
     ) -> std::io::Result<MetaLog> {
         let file = match existing {
-            Some((len, bytes)) => {
-                let start = (len - len % BLOCK_BYTES) as usize;
-                let tail = bytes[start..len as usize].to_vec();
+            Some((len, tail)) => {
                 LogFile::open(&dir.join(log_file_name(gen)), gen, len, tail).await?
             }
             None => LogFile::create(dir, gen).await?,

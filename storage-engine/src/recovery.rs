@@ -472,10 +472,10 @@ fn cut_file(id: u16, path: &Path, len: u64) -> Result<()> {
 
 /// The bytes of the last partial block before `len`.
 fn read_tail(id: u16, path: &Path, len: u64) -> Result<Vec<u8>> {
-    let mut bytes = vec![0u8; len as usize];
+    let mut bytes = vec![0u8; (len % BLOCK_BYTES) as usize];
     let start = len - len % BLOCK_BYTES;
     let f = File::open(path).map_err(|e| StorageError::io(id, "read metadata log", path, e))?;
-    f.read_exact_at(&mut bytes[start as usize..], start)
+    f.read_exact_at(&mut bytes, start)
         .map_err(|e| StorageError::io(id, "read metadata log", path, e))?;
     Ok(bytes)
 }

@@ -604,6 +604,10 @@ impl Shard {
     /// Writes what is queued, waits for a running checkpoint, writes a
     /// final one when the log has grown past [`CLOSE_CHECKPOINT_BYTES`] (so
     /// a clean restart replays little), and closes.
+    ///
+    /// Dropping a shard instead loses nothing acknowledged, but a background
+    /// checkpoint then keeps the shard's lock until it finishes, so opening
+    /// the shard again in the same process may fail with `ShardLocked`.
     pub async fn close(self) -> Result<()> {
         while self.inner.checkpointing.get() {
             self.inner.checkpoint_done.wait().await;
@@ -618,9 +622,11 @@ impl Shard {
             .map_err(|cause| self.inner.poisoned_by(cause))
     }
 
-    /// Starts a checkpoint now (normally they start on their own); returns
-    /// once it is durable.
+    /// Starts a checkpoint now (normally they start on their own) and waits
+    /// for it. A failed checkpoint is logged, not returned: the log it would
+    /// have replaced stays and is replayed instead.
     pub async fn checkpoint(&self) -> Result<()> {
+        self.inner.writable()?;
         while self.inner.checkpointing.get() {
             self.inner.checkpoint_done.wait().await;
         }
