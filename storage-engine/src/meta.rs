@@ -107,6 +107,16 @@ pub(crate) enum MetaOp {
     End {
         frames: u64,
     },
+    /// The shard closed cleanly with this segment active and its records
+    /// ending at `written_bytes`: the next open need not scan it.
+    SegmentClean {
+        segment: u32,
+        written_bytes: u64,
+    },
+    /// Appends resumed in this segment: a later open must scan it.
+    SegmentDirty {
+        segment: u32,
+    },
 }
 
 /// Why a frame payload could not be decoded.
@@ -271,6 +281,18 @@ impl MetaOp {
                 w.u8(17);
                 w.u64(*frames);
             }
+            MetaOp::SegmentClean {
+                segment,
+                written_bytes,
+            } => {
+                w.u8(18);
+                w.u32(*segment);
+                w.u64(*written_bytes);
+            }
+            MetaOp::SegmentDirty { segment } => {
+                w.u8(19);
+                w.u32(*segment);
+            }
         }
     }
 
@@ -386,6 +408,11 @@ impl MetaOp {
                 segment: r.u32()?,
             },
             17 => MetaOp::End { frames: r.u64()? },
+            18 => MetaOp::SegmentClean {
+                segment: r.u32()?,
+                written_bytes: r.u64()?,
+            },
+            19 => MetaOp::SegmentDirty { segment: r.u32()? },
             _ => return Err(MetaDecodeError::Malformed("operation code")),
         };
         if r.at != p.len() {
@@ -631,6 +658,11 @@ mod tests {
                 segment: 6,
             },
             MetaOp::End { frames: 7 },
+            MetaOp::SegmentClean {
+                segment: 3,
+                written_bytes: 8192,
+            },
+            MetaOp::SegmentDirty { segment: 3 },
         ]
     }
 

@@ -128,10 +128,18 @@ pub(crate) async fn recover(
     let mut scanned = Vec::new();
     for &seg in &files.segments {
         state.next_segment = state.next_segment.max(seg + 1);
-        if state.segments.get(&seg).is_some_and(|s| s.sealed) {
+        let info = state.segments.get(&seg);
+        if info.is_some_and(|s| s.sealed) {
             continue;
         }
         let path = layout.segment_path(id, seg);
+        if let Some(written) = info.and_then(|s| s.clean_tail) {
+            // A file shorter than its recorded end was damaged: scan it.
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() >= written) {
+                scanned.push((seg, written));
+                continue;
+            }
+        }
         let scan = scan_segment(id, seg, &path)?;
         report.segments_scanned += 1;
         report.records_scanned += scan.records.len() as u64;
@@ -194,6 +202,9 @@ pub(crate) async fn recover(
     let mut seal = Vec::new();
     for &(segment, written_bytes) in &scanned {
         if Some(segment) == newest && resume_segment(&inner, segment, written_bytes).await {
+            // IMPORTANT: durable before the first append, so that a crash
+            // from now on makes the next open scan this segment.
+            seal.push(MetaOp::SegmentDirty { segment });
             continue;
         }
         seal.push(MetaOp::SegmentSealed {

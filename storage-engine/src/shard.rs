@@ -615,6 +615,24 @@ impl Shard {
         if self.inner.meta.bytes_in_generation() > CLOSE_CHECKPOINT_BYTES {
             self.checkpoint().await?;
         }
+
+        // Every acknowledged record is synced; record where the active
+        // segment ends so the next open resumes it without a scan.
+        let active = {
+            let a = self.inner.active.borrow();
+            a.seg.as_ref().map(|s| (s.id, a.tail))
+        };
+        if let (Some((segment, written_bytes)), Ok(())) = (active, self.inner.writable()) {
+            self.inner
+                .log_with(|_| {
+                    let op = MetaOp::SegmentClean {
+                        segment,
+                        written_bytes,
+                    };
+                    Ok((vec![op], ()))
+                })
+                .await?;
+        }
         self.inner
             .meta
             .flush()

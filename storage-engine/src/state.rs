@@ -50,6 +50,8 @@ pub(crate) struct SegmentInfo {
     /// block -> record bytes, of records that hold nothing live.
     pub dead: HashMap<u32, u64>,
     pub dead_bytes: u64,
+    /// Set by a clean close: where its records end, so no scan is needed.
+    pub clean_tail: Option<u64>,
 }
 
 /// Everything a shard knows about its metadata.
@@ -261,6 +263,18 @@ impl State {
                 self.next_segment = self.next_segment.max(segment);
             }
             MetaOp::End { .. } => {}
+            MetaOp::SegmentClean {
+                segment,
+                written_bytes,
+            } => {
+                let s = self.segments.entry(segment).or_default();
+                s.clean_tail = Some(written_bytes);
+                s.written_bytes = written_bytes;
+                self.next_segment = self.next_segment.max(segment.saturating_add(1));
+            }
+            MetaOp::SegmentDirty { segment } => {
+                self.segments.entry(segment).or_default().clean_tail = None;
+            }
         }
     }
 
@@ -286,6 +300,11 @@ impl State {
                 ops.push(MetaOp::SegmentSealed {
                     segment,
                     written_bytes: s.written_bytes,
+                });
+            } else if let Some(written_bytes) = s.clean_tail {
+                ops.push(MetaOp::SegmentClean {
+                    segment,
+                    written_bytes,
                 });
             }
             let dead: Vec<_> = s.dead.iter().map(|(&b, &n)| (segment, b, n)).collect();
