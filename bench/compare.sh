@@ -15,6 +15,7 @@
 #   WORKLOADS="push:size=1MiB ..."      replace the standard workload set
 #   NO_README=1                         leave bench/README.md alone
 #   BERTH_BIN=... BENCH_BIN=...         use these binaries, build nothing
+#   BERTH_COMMIT=abc1234                name the build when not run in a git tree
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -128,6 +129,12 @@ wait_ready() {
 wait_ready "$berth_port" berth "${pids[0]}"
 wait_ready "$dist_port" dist "${pids[1]}"
 
+commit="${BERTH_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+if [ -z "${BERTH_COMMIT:-}" ] && [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    commit="$commit with uncommitted changes"
+fi
+dist_version="$(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo unknown)"
+
 # 4. The run. Load before it, so a reader can tell a busy machine.
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 targets=(--target "berth=http://127.0.0.1:$berth_port" --target "dist=http://127.0.0.1:$dist_port")
@@ -153,6 +160,7 @@ machine() {
     mem="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     fs="$(findmnt -n -T "$work" -o SOURCE,FSTYPE 2>/dev/null | tr -s ' ' || echo unknown)"
     dev="$(lsblk -n -d -o NAME,MODEL,SIZE,ROTA 2>/dev/null | tr -s ' ' | paste -sd ';' - || true)"
+    echo "- berth: commit $commit; Distribution: $dist_version"
     echo "- CPU: $(nproc) logical CPUs, ${cpu:-unknown model}"
     echo "- Memory: $mem"
     echo "- Kernel: $(uname -r)"
