@@ -67,7 +67,8 @@ enum Cached {
 }
 
 impl Reader {
-    /// A reader with a cache of `cache_bytes` (0 disables it).
+    /// A reader with a cache of `cache_bytes` (0 disables it). Cheap: files
+    /// are opened on first use.
     pub fn new(layout: &Layout, cache_bytes: u64) -> Reader {
         Reader {
             inner: Rc::new(ReaderInner {

@@ -531,9 +531,12 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
                 supported: SEGMENT_VERSION,
             })
         }
+        // NOTE: a header lost in a crash before the segment's first sync
+        // does not hide records synced later: the records are still read.
         _ => {
-            scan.bytes_cut = BLOCK_BYTES;
-            return Ok(scan);
+            if block.iter().any(|&b| b != 0) {
+                scan.bytes_cut = BLOCK_BYTES;
+            }
         }
     }
 
@@ -715,6 +718,11 @@ async fn resume_segment(inner: &Rc<Inner>, segment: u32, written_bytes: u64) -> 
         }
     };
     if written_bytes + crate::record::CHUNK_RECORD_BYTES as u64 > size {
+        return false;
+    }
+    // The header may never have been synced; the next sync covers this.
+    if let Err(e) = seg.write_header(inner.id).await {
+        tracing::warn!(path = %path.display(), error = %e, "cannot rewrite segment header");
         return false;
     }
     let mut active = inner.active.borrow_mut();

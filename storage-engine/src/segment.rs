@@ -71,24 +71,19 @@ impl SegmentFile {
             return Err(e.into());
         }
 
-        let mut buf = file.alloc_dma_buffer(BLOCK_BYTES as usize);
-        encode_segment_header(buf.as_bytes_mut(), shard, id);
-        let n = file.write_at(buf, 0).await?;
-        if n != BLOCK_BYTES as usize {
-            return Err(short_write(n));
-        }
-
-        Ok(SegmentFile {
+        let seg = SegmentFile {
             id,
             file,
             path: path.to_path_buf(),
-            completed: Cell::new(1),
+            completed: Cell::new(0),
             synced: Cell::new(0),
             syncing: Cell::new(false),
             failed: Cell::new(false),
             notify: Notify::default(),
             syncs,
-        })
+        };
+        seg.write_header(shard).await?;
+        Ok(seg)
     }
 
     /// Opens an existing segment to append after its last valid record.
@@ -115,6 +110,13 @@ impl SegmentFile {
             syncs,
         };
         Ok((seg, size))
+    }
+
+    /// Writes (again) the header block; durable with the next sync.
+    pub async fn write_header(&self, shard: u16) -> std::io::Result<()> {
+        let mut buf = self.file.alloc_dma_buffer(BLOCK_BYTES as usize);
+        encode_segment_header(buf.as_bytes_mut(), shard, self.id);
+        self.write(buf, 0).await.map(|_| ())
     }
 
     /// Writes a block-aligned record at `block`; returns the ticket to pass

@@ -386,7 +386,10 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -477,5 +480,45 @@ fn damaged_checkpoint_without_older_logs_refuses_to_open() {
         let err = Shard::open(&layout, 0, &small_opts()).await.err().unwrap();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
+    });
+}
+
+#[test]
+fn a_lost_segment_header_does_not_hide_synced_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    run(move || async move {
+        let layout = Layout::open_or_create(&dir, 1).unwrap();
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        let first = bytes(21, 1_700_000);
+        let id = shard.create_upload("r").await.unwrap();
+        let mut app = shard.append_upload(&id).await.unwrap();
+        app.write(&first).await.unwrap();
+        app.finish().await.unwrap();
+        let segment = shard.stats().segments[0].id;
+        drop(shard);
+
+        // As if the header write had never reached the disk.
+        let path = layout.segment_path(0, segment);
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[..4096].fill(0);
+        std::fs::write(&path, &raw).unwrap();
+
+        for _ in 0..2 {
+            let (shard, report) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+            assert_eq!(report.uploads_truncated, 0, "{report}");
+            assert_eq!(shard.upload(&id).unwrap().len, first.len() as u64);
+            drop(shard);
+        }
+
+        let (shard, _) = Shard::open(&layout, 0, &small_opts()).await.unwrap();
+        let more = bytes(22, 10_000);
+        let mut app = shard.append_upload(&id).await.unwrap();
+        app.write(&more).await.unwrap();
+        app.finish().await.unwrap();
+        let mut all = first.clone();
+        all.extend_from_slice(&more);
+        let loc = shard.commit_upload(&id, &sha(&all)).await.unwrap();
+        assert_eq!(Reader::new(&layout, 0).read_all(&loc).await.unwrap(), all);
     });
 }
