@@ -379,6 +379,9 @@ async fn run_executor(context: ExecutorContext) {
     let mut generation = control.reload_generation.load(Ordering::SeqCst);
     loop {
         heartbeat.store(now_millis(), Ordering::Relaxed);
+        for took in berth_storage::take_sync_durations() {
+            local.metrics.fdatasync(took);
+        }
         if control.shutdown.load(Ordering::Relaxed) {
             break;
         }

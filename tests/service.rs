@@ -165,6 +165,22 @@ fn metrics_and_health_on_the_admin_listener() {
 
     let text = request(server.admin, "GET", "/metrics", &[], b"").text();
     assert!(text.contains("berth_storage_segments"), "{text}");
+
+    // The push synced: its fdatasync latency reaches the histogram.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = request(server.admin, "GET", "/metrics", &[], b"").text();
+        let syncs: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("berth_fdatasync_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if syncs > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fdatasync recorded:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The sum of `berth_http_requests_total` over all its series.

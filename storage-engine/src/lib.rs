@@ -35,6 +35,7 @@ mod recovery;
 mod segment;
 mod shard;
 mod state;
+mod sync_times;
 mod types;
 mod upload;
 
@@ -45,6 +46,7 @@ pub use location::{BlobLocation, MAX_BLOB_BYTES};
 pub use reader::{BlobRead, Reader, MAX_READ_ALL_BYTES, READ_CHUNK_BYTES};
 pub use record::{BLOCK_BYTES, CHUNK_PAYLOAD_BYTES, MAX_CONTENT_BYTES};
 pub use shard::{Shard, CLOSE_CHECKPOINT_BYTES};
+pub use sync_times::take_sync_durations;
 pub use types::{
     ManifestLink, RecoveryReport, SegmentStats, ShardOptions, ShardStats, UploadId, UploadIdError,
     UploadInfo, MIN_SEGMENT_BYTES,

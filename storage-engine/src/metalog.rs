@@ -326,7 +326,9 @@ impl MetaLog {
             }
             file.append(&bytes).await?;
             // IMPORTANT: nothing in this batch is acknowledged before this.
+            let started = std::time::Instant::now();
             file.file.fdatasync().await?;
+            crate::sync_times::record(started.elapsed());
             self.syncs.set(self.syncs.get() + 1);
             if self.fail_next_sync.replace(false) {
                 return Err(std::io::Error::other("injected fdatasync failure"));

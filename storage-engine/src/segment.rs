@@ -153,7 +153,9 @@ impl SegmentFile {
             // covers only writes that had completed by then.
             self.syncing.set(true);
             let target = self.completed.get();
+            let started = std::time::Instant::now();
             let result = self.file.fdatasync().await;
+            crate::sync_times::record(started.elapsed());
             self.syncs.set(self.syncs.get() + 1);
             self.syncing.set(false);
             match result {
