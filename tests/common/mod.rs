@@ -182,13 +182,18 @@ impl Server {
     }
 
     /// Kills and starts the server again on the same data directory.
+    ///
+    /// NOTE: it comes back on new ports: another test of the same binary
+    /// may have been handed the old ones while they were free.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.start_again();
     }
 
-    /// Starts the server again after it stopped.
+    /// Starts the server again after it stopped (on new ports).
     pub fn start_again(&mut self) {
+        self.addr = free_addr();
+        self.admin = free_addr();
         self.spawn();
     }
 
@@ -490,10 +495,18 @@ pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> Vec<u8
     .unwrap()
 }
 
-/// A free loopback address.
+/// A free loopback address, never the same twice in one test binary.
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 fn wait_for_port(addr: SocketAddr, timeout: Duration) {
