@@ -13,6 +13,7 @@
 #                                       not tmpfs: berth needs O_DIRECT)
 #   EXTRA_TARGETS="zot=http://127.0.0.1:5200 ..."  more registries to measure
 #   WORKLOADS="push:size=1MiB ..."      replace the standard workload set
+#   MIN_FREE_GIB=40                     free disk the run insists on
 #   NO_README=1                         leave bench/README.md alone
 #   BERTH_BIN=... BENCH_BIN=...         use these binaries, build nothing
 #   BERTH_COMMIT=abc1234                name the build when not run in a git tree
@@ -29,9 +30,12 @@ target_dir="${CARGO_TARGET_DIR:-$root/target}"
 berth_port=5000
 dist_port=5100
 
+# Pushes are bounded by a count, not a duration, so the disk they fill is
+# known: about 1.5 GiB per push workload, repetition and target, plus the
+# warm-up's. Reads and metadata calls store little and run for DURATION.
 workloads=(
-    "push:size=64MiB,conc=8"
-    "push:size=1MiB,conc=16"
+    "push:size=64MiB,conc=8,count=24"
+    "push:size=1MiB,conc=16,count=1536"
     "pull:size=64MiB,conc=8"
     "pull:size=1MiB,conc=16"
     "manifest:op=get-digest,conc=64,repos=64"
@@ -71,6 +75,15 @@ for port in "$berth_port" "$((berth_port + 1))" "$dist_port"; do
         exit 1
     fi
 done
+
+# The registries keep every blob pushed; refuse to fill the disk.
+mkdir -p "$work"
+min_free_gib="${MIN_FREE_GIB:-40}"
+free_gib="$(df -P -k "$work" | awk 'NR == 2 { print int($4 / 1048576) }')"
+if [ "${free_gib:-0}" -lt "$min_free_gib" ]; then
+    echo "only ${free_gib} GiB free under $work; the run needs about ${min_free_gib} GiB (MIN_FREE_GIB)" >&2
+    exit 1
+fi
 
 case "$work" in
     "" | / | "$root" | "$HOME")
