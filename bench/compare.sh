@@ -8,12 +8,12 @@
 # the machine into bench/README.md between the compare markers.
 #
 # Settings (environment):
-#   DURATION=10s  WARMUP=2s  REPEAT=3   length of each measurement
+#   DURATION=10s  WARMUP=1s  REPEAT=3   length of each measurement
 #   COMPARE_DIR=target/compare          data directories (use a real disk,
 #                                       not tmpfs: berth needs O_DIRECT)
 #   EXTRA_TARGETS="zot=http://127.0.0.1:5200 ..."  more registries to measure
 #   WORKLOADS="push:size=1MiB ..."      replace the standard workload set
-#   MIN_FREE_GIB=40                     free disk the run insists on
+#   MIN_FREE_GIB=30                     free disk the run insists on
 #   NO_README=1                         leave bench/README.md alone
 #   BERTH_BIN=... BENCH_BIN=...         use these binaries, build nothing
 #   BERTH_COMMIT=abc1234                name the build when not run in a git tree
@@ -23,7 +23,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 duration="${DURATION:-10s}"
-warmup="${WARMUP:-2s}"
+warmup="${WARMUP:-1s}"
 repeat="${REPEAT:-3}"
 work="${COMPARE_DIR:-$root/target/compare}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
@@ -31,16 +31,16 @@ berth_port=5000
 dist_port=5100
 
 # Pushes are bounded by a count, not a duration, so the disk they fill is
-# known: about 1.5 GiB per push workload, repetition and target, plus the
+# known: about 1 GiB per push workload, repetition and target, plus the
 # warm-up's. Reads and metadata calls store little and run for DURATION.
 workloads=(
-    "push:size=64MiB,conc=8,count=24"
-    "push:size=1MiB,conc=16,count=1536"
+    "push:size=64MiB,conc=8,count=16"
+    "push:size=1MiB,conc=16,count=1024"
     "pull:size=64MiB,conc=8"
     "pull:size=1MiB,conc=16"
     "manifest:op=get-digest,conc=64,repos=64"
     "manifest:op=head-tag,conc=64,repos=64"
-    "image:layers=3,size=256KiB,shared=1,repos=64,conc=16"
+    "image:layers=3,size=256KiB,shared=1,repos=64,conc=16,count=1536"
 )
 if [ -n "${WORKLOADS:-}" ]; then
     read -r -a workloads <<<"$WORKLOADS"
@@ -78,7 +78,7 @@ done
 
 # The registries keep every blob pushed; refuse to fill the disk.
 mkdir -p "$work"
-min_free_gib="${MIN_FREE_GIB:-40}"
+min_free_gib="${MIN_FREE_GIB:-30}"
 free_gib="$(df -P -k "$work" | awk 'NR == 2 { print int($4 / 1048576) }')"
 if [ "${free_gib:-0}" -lt "$min_free_gib" ]; then
     echo "only ${free_gib} GiB free under $work; the run needs about ${min_free_gib} GiB (MIN_FREE_GIB)" >&2
