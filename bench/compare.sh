@@ -189,7 +189,7 @@ if [ -z "${NO_README:-}" ]; then
     {
         echo "<!-- compare:start -->"
         echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/compare.sh\`"
-        echo "(medians of $repeat runs of $duration after $warmup warm-up;"
+        echo "(medians of $repeat runs after $warmup warm-up: pushes by count, the rest for $duration;"
         echo "berth is the first target, ratios are to it)."
         echo
         if [ "$status" != 0 ]; then
