@@ -16,4 +16,7 @@ if ! command -v skopeo >/dev/null 2>&1; then
     fi
 fi
 
+# The bench crate's tests drive the berth binary this build makes; make a
+# missing binary a failure rather than a skip.
+export BERTH_BENCH_REQUIRE_BERTH=1
 cargo test --workspace --release --no-fail-fast
