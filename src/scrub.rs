@@ -3,7 +3,9 @@
 //!
 //! Opening every shard runs recovery, which checks the CRC of every
 //! metadata frame and of every record in segments that were still being
-//! written, and cuts torn tails. The check then walks every repository:
+//! written, and cuts torn tails. The check then reads every segment file
+//! record by record and checks each record's CRC, and walks every
+//! repository:
 //! each linked blob must be indexed, have the linked size, and read back
 //! with its digest (every record's CRC is checked on the way); each
 //! manifest must read back with its digest, parse, and find every blob
@@ -19,7 +21,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use berth_storage::{digest_of, Digest, Layout, Reader, Shard, ShardOptions};
+use berth_storage::{check_segments, digest_of, Digest, Layout, Reader, Shard, ShardOptions};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::oci::manifest::parse_manifest;
@@ -98,6 +100,7 @@ async fn check(layout: Layout, repair: bool) -> Result<usize, String> {
     let mut progress = Progress::new(total_items);
 
     let mut problems = Vec::new();
+    let records = scan_segments(&layout, &mut problems);
     for (shard, repository) in &work {
         check_blobs(
             &shards,
@@ -120,7 +123,7 @@ async fn check(layout: Layout, repair: bool) -> Result<usize, String> {
         );
     }
     println!(
-        "checked {} repositories, {total_items} blobs and manifests: {} problems",
+        "checked {records} records, {} repositories, {total_items} blobs and manifests: {} problems",
         work.len(),
         problems.len()
     );
@@ -256,6 +259,25 @@ fn check_tags(shard: &Shard, repository: &str, problems: &mut Vec<Problem>) {
             });
         }
     }
+}
+
+/// Checks every record of every segment file; returns how many were read.
+fn scan_segments(layout: &Layout, problems: &mut Vec<Problem>) -> u64 {
+    let scan = check_segments(layout);
+    for bad in scan.problems {
+        problems.push(Problem {
+            repository: "-".to_owned(),
+            digest: bad.digest.map_or_else(|| "-".to_owned(), |d| d.to_string()),
+            what: format!(
+                "{} at byte {}: {}",
+                bad.path.display(),
+                bad.offset,
+                bad.what
+            ),
+            fix: Fix::None,
+        });
+    }
+    scan.records
 }
 
 /// Unlinks what cannot be trusted, so that it is never served.

@@ -33,6 +33,7 @@ mod reader;
 mod record;
 mod recovery;
 mod segment;
+mod segment_check;
 mod shard;
 mod state;
 mod sync_times;
@@ -45,6 +46,7 @@ pub use layout::{Layout, MAX_SHARDS};
 pub use location::{BlobLocation, MAX_BLOB_BYTES};
 pub use reader::{BlobRead, Reader, MAX_READ_ALL_BYTES, READ_CHUNK_BYTES};
 pub use record::{BLOCK_BYTES, CHUNK_PAYLOAD_BYTES, MAX_CONTENT_BYTES};
+pub use segment_check::{check_segments, BadRecord, SegmentCheck};
 pub use shard::{Shard, CLOSE_CHECKPOINT_BYTES};
 pub use sync_times::take_sync_durations;
 pub use types::{

@@ -1,0 +1,123 @@
+//! An offline check of every record in every segment file, for
+//! `berth check`: headers decode, CRCs match, records stay inside their
+//! file.
+//!
+//! NOTE: plain blocking reads; it runs on a stopped data directory, never
+//! on an executor that serves requests.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::layout::Layout;
+use crate::record::{verify_record, RecordHeader, BLOCK_BYTES};
+
+/// A run of zero blocks this long ends a segment's records: the rest is
+/// preallocated space never written.
+const END_OF_RECORDS_BYTES: u64 = 64 << 20;
+
+/// What [`check_segments`] found.
+#[derive(Debug, Default)]
+pub struct SegmentCheck {
+    /// Records read and checked.
+    pub records: u64,
+    /// Records (or blocks) that failed.
+    pub problems: Vec<BadRecord>,
+}
+
+/// One record that failed its check.
+#[derive(Debug)]
+pub struct BadRecord {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte offset of the record in it.
+    pub offset: u64,
+    /// The digest its header names, when the header was readable.
+    pub digest: Option<Digest>,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Reads every segment file of every shard and checks each record's
+/// header and payload CRC.
+pub fn check_segments(layout: &Layout) -> SegmentCheck {
+    let mut check = SegmentCheck::default();
+    for shard in 0..layout.shard_count() {
+        let Ok(entries) = std::fs::read_dir(layout.shard_dir(shard)) else {
+            continue;
+        };
+        let mut segments: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+            .collect();
+        segments.sort();
+        for path in segments {
+            check_segment(&path, &mut check);
+        }
+    }
+    check
+}
+
+fn check_segment(path: &Path, check: &mut SegmentCheck) {
+    let mut report = |offset: u64, digest: Option<Digest>, what: String| {
+        check.problems.push(BadRecord {
+            path: path.to_path_buf(),
+            offset,
+            digest,
+            what,
+        })
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            report(0, None, format!("cannot open: {error}"));
+            return;
+        }
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+
+    // The first block is the segment's own header; records follow.
+    let mut records = 0;
+    let mut pos = BLOCK_BYTES;
+    let mut zeros = 0u64;
+    let mut head = vec![0u8; BLOCK_BYTES as usize];
+    let mut record = Vec::new();
+    while pos + BLOCK_BYTES <= len && zeros < END_OF_RECORDS_BYTES {
+        if let Err(error) = file.read_exact_at(&mut head, pos) {
+            report(pos, None, format!("read failed: {error}"));
+            break;
+        }
+        if head.iter().all(|&b| b == 0) {
+            zeros += BLOCK_BYTES;
+            pos += BLOCK_BYTES;
+            continue;
+        }
+        zeros = 0;
+        let header = match RecordHeader::decode(&head) {
+            Ok(header) if pos + header.record_bytes() <= len => header,
+            Ok(_) => {
+                report(pos, None, "record runs past the file's end".to_owned());
+                pos += BLOCK_BYTES;
+                continue;
+            }
+            Err(error) => {
+                report(pos, None, format!("bad record header: {error}"));
+                pos += BLOCK_BYTES;
+                continue;
+            }
+        };
+        record.resize(header.record_bytes() as usize, 0);
+        match file.read_exact_at(&mut record, pos) {
+            Ok(()) => {
+                if let Err(error) = verify_record(&header, &record) {
+                    report(pos, header.digest, format!("record CRC: {error}"));
+                }
+            }
+            Err(error) => report(pos, header.digest, format!("read failed: {error}")),
+        }
+        records += 1;
+        pos += header.record_bytes();
+    }
+    check.records += records;
+}
