@@ -134,6 +134,12 @@ pub fn start_berth() -> Option<Server> {
 pub fn start_distribution(with_auth: bool) -> Option<Server> {
     let binary = Path::new("/usr/bin/docker-registry");
     if !binary.is_file() {
+        // tests/run-all.sh installs it and sets BERTH_REQUIRE_TOOLS, so
+        // the full suite never skips this quietly.
+        assert!(
+            std::env::var_os("BERTH_REQUIRE_TOOLS").is_none(),
+            "/usr/bin/docker-registry is not installed (apt-get install docker-registry)"
+        );
         eprintln!("SKIP: /usr/bin/docker-registry is not installed");
         return None;
     }
