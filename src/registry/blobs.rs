@@ -85,13 +85,11 @@ pub(super) async fn delete(
     let router = registry.router();
     let shard = router.repository_shard(name);
     let (repo, d) = (name.to_owned(), digest);
-    let removed = router
-        .on_shard(shard, move |shard, _| async move {
+    let removed = registry
+        .write_on(shard, move |shard, _| async move {
             shard.unlink_blob(&repo, &d).await
         })
-        .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)?;
+        .await?;
     if !removed {
         return Err(OciError::new(
             ErrorCode::BlobUnknown,
@@ -114,8 +112,8 @@ pub(super) async fn locate(
     let router = registry.router();
     let shard = router.repository_shard(repository);
     let (repo, d) = (repository.to_owned(), *digest);
-    let link = router
-        .on_shard(shard, move |shard, _| async move {
+    let link = registry
+        .read_on(shard, move |shard, _| async move {
             if shard.blob_link(&repo, &d).is_some() {
                 return Link::Blob;
             }
@@ -124,8 +122,7 @@ pub(super) async fn locate(
                 None => Link::None,
             }
         })
-        .await
-        .map_err(errors::shard)?;
+        .await?;
 
     match link {
         Link::None => Ok(None),
@@ -142,10 +139,9 @@ pub(super) async fn index_get(
     let router = registry.router();
     let shard = router.digest_shard(digest);
     let d = *digest;
-    router
-        .on_shard(shard, move |shard, _| async move { shard.index_get(&d) })
+    registry
+        .read_on(shard, move |shard, _| async move { shard.index_get(&d) })
         .await
-        .map_err(errors::shard)
 }
 
 enum Link {

@@ -23,10 +23,9 @@ pub(super) async fn tags(
     let router = registry.router();
     let shard = router.repository_shard(name);
     let repo = name.to_owned();
-    let tags = router
-        .on_shard(shard, move |shard, _| async move { shard.tags(&repo) })
-        .await
-        .map_err(errors::shard)?;
+    let tags = registry
+        .read_on(shard, move |shard, _| async move { shard.tags(&repo) })
+        .await?;
     let Some(tags) = tags else {
         return Err(OciError::new(
             ErrorCode::NameUnknown,
@@ -96,12 +95,11 @@ pub(super) async fn referrers(
     let router = registry.router();
     let shard = router.repository_shard(name);
     let repo = name.to_owned();
-    let links = router
-        .on_shard(shard, move |shard, _| async move {
+    let links = registry
+        .read_on(shard, move |shard, _| async move {
             shard.referrers(&repo, &subject)
         })
-        .await
-        .map_err(errors::shard)?;
+        .await?;
 
     let entries: Vec<ReferrerEntry> = links
         .into_iter()

@@ -2,7 +2,7 @@
 
 use berth_storage::{digest_of, DigestAlgorithm, ManifestLink};
 
-use super::{errors, parse_digest, reference_digest, Registry};
+use super::{errors, parse_digest, ManifestRef, Registry};
 use crate::http::{Body, Request, Response, ResponseBody};
 use crate::oci::accept::accepts;
 use crate::oci::errors::{ErrorCode, OciError};
@@ -40,7 +40,7 @@ pub(super) async fn put(
         other => errors::body(other),
     })?;
 
-    let by_digest = reference_digest(reference)?;
+    let by_digest = ManifestRef::parse(reference)?.digest();
     let algorithm = by_digest
         .as_ref()
         .map(|d| d.algorithm())
@@ -88,8 +88,8 @@ pub(super) async fn put(
     let router = registry.router();
     let repo_shard = router.repository_shard(name);
     let repo = name.to_owned();
-    let missing = router
-        .on_shard(repo_shard, move |shard, _| async move {
+    let missing = registry
+        .read_on(repo_shard, move |shard, _| async move {
             let mut missing = Vec::new();
             for blob in blobs {
                 if shard.blob_link(&repo, &blob).is_none() && shard.manifest(&repo, &blob).is_none()
@@ -104,8 +104,7 @@ pub(super) async fn put(
             }
             missing
         })
-        .await
-        .map_err(errors::shard)?;
+        .await?;
     if let Some(first) = missing.first() {
         let mut error = OciError::new(
             ErrorCode::ManifestBlobUnknown,
@@ -133,17 +132,15 @@ pub(super) async fn put(
     };
     let repo = name.to_owned();
     let tagged = digest;
-    router
-        .on_shard(repo_shard, move |shard, _| async move {
+    registry
+        .write_on(repo_shard, move |shard, _| async move {
             shard.link_manifest(&repo, link).await?;
             for tag in tags {
                 shard.set_tag(&repo, &tag, &tagged).await?;
             }
             Ok(())
         })
-        .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)?;
+        .await?;
 
     let mut response = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
@@ -165,25 +162,19 @@ pub(super) async fn get(
     req: &Request,
     head: bool,
 ) -> Result<Response, OciError> {
-    let by_digest = reference_digest(reference)?;
+    let wanted = ManifestRef::parse(reference)?;
     let router = registry.router();
     let shard = router.repository_shard(name);
     let repo = name.to_owned();
-    let tag = match reference {
-        Reference::Tag(tag) => Some(tag.clone()),
-        Reference::Digest(_) => None,
-    };
-    let link = router
-        .on_shard(shard, move |shard, _| async move {
-            let digest = match (by_digest, tag) {
-                (Some(digest), _) => digest,
-                (None, Some(tag)) => shard.tag(&repo, &tag)?,
-                (None, None) => return None,
+    let link = registry
+        .read_on(shard, move |shard, _| async move {
+            let digest = match wanted {
+                ManifestRef::Digest(digest) => digest,
+                ManifestRef::Tag(tag) => shard.tag(&repo, &tag)?,
             };
             shard.manifest(&repo, &digest)
         })
-        .await
-        .map_err(errors::shard)?;
+        .await?;
     let Some(link) = link else {
         return Err(manifest_unknown(name, reference));
     };
@@ -230,25 +221,17 @@ pub(super) async fn delete(
     name: &str,
     reference: &Reference,
 ) -> Result<Response, OciError> {
-    let by_digest = reference_digest(reference)?;
-    let router = registry.router();
-    let shard = router.repository_shard(name);
+    let wanted = ManifestRef::parse(reference)?;
+    let shard = registry.router().repository_shard(name);
     let repo = name.to_owned();
-    let tag = match reference {
-        Reference::Tag(tag) => Some(tag.clone()),
-        Reference::Digest(_) => None,
-    };
-    let removed = router
-        .on_shard(shard, move |shard, _| async move {
-            match (by_digest, tag) {
-                (Some(digest), _) => shard.unlink_manifest(&repo, &digest).await,
-                (None, Some(tag)) => shard.remove_tag(&repo, &tag).await,
-                (None, None) => Ok(false),
+    let removed = registry
+        .write_on(shard, move |shard, _| async move {
+            match wanted {
+                ManifestRef::Digest(digest) => shard.unlink_manifest(&repo, &digest).await,
+                ManifestRef::Tag(tag) => shard.remove_tag(&repo, &tag).await,
             }
         })
-        .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)?;
+        .await?;
     if !removed {
         return Err(manifest_unknown(name, reference));
     }

@@ -15,12 +15,14 @@ mod uploads;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use berth_storage::Digest;
+use std::future::Future;
+
+use berth_storage::{Digest, Shard};
 
 use crate::http::{Body, Handler, Method, Request, Response};
 use crate::oci::errors::OciError;
 use crate::oci::route::{route, Reference, Route};
-use crate::shards::Router;
+use crate::shards::{Local, Router};
 
 pub use errors::into_response;
 pub use uploads::expire_uploads;
@@ -95,6 +97,27 @@ impl Registry {
     /// The handler's settings.
     pub fn settings(&self) -> &RegistrySettings {
         &self.settings
+    }
+
+    /// Reads from `shard` on its owning core; only the hop can fail.
+    pub(crate) async fn read_on<R, F, Fut>(&self, shard: u16, f: F) -> Result<R, OciError>
+    where
+        F: FnOnce(Rc<Shard>, Rc<Local>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        self.router.on_shard(shard, f).await.map_err(errors::shard)
+    }
+
+    /// Runs a storage operation on `shard` on its owning core; a failed
+    /// hop and a storage error both become the client's error.
+    pub(crate) async fn write_on<R, F, Fut>(&self, shard: u16, f: F) -> Result<R, OciError>
+    where
+        F: FnOnce(Rc<Shard>, Rc<Local>) -> Fut + Send + 'static,
+        Fut: Future<Output = berth_storage::Result<R>> + 'static,
+        R: Send + 'static,
+    {
+        self.read_on(shard, f).await?.map_err(errors::storage)
     }
 
     async fn dispatch(
@@ -223,10 +246,28 @@ pub(crate) fn parse_digest(text: &str) -> Result<Digest, OciError> {
         .map_err(|e| OciError::digest_invalid(format!("invalid digest {text:?}: {e}")))
 }
 
-/// A reference that names a manifest by digest, parsed.
-pub(crate) fn reference_digest(reference: &Reference) -> Result<Option<Digest>, OciError> {
-    match reference {
-        Reference::Digest(text) => parse_digest(text).map(Some),
-        Reference::Tag(_) => Ok(None),
+/// A manifest reference with its digest parsed, ready to send to a shard.
+pub(crate) enum ManifestRef {
+    /// By digest.
+    Digest(Digest),
+    /// By tag.
+    Tag(String),
+}
+
+impl ManifestRef {
+    /// Parses the digest of a by-digest reference (DIGEST_INVALID if bad).
+    pub(crate) fn parse(reference: &Reference) -> Result<ManifestRef, OciError> {
+        match reference {
+            Reference::Digest(text) => parse_digest(text).map(ManifestRef::Digest),
+            Reference::Tag(tag) => Ok(ManifestRef::Tag(tag.clone())),
+        }
+    }
+
+    /// The digest, for a by-digest reference.
+    pub(crate) fn digest(&self) -> Option<Digest> {
+        match self {
+            ManifestRef::Digest(digest) => Some(*digest),
+            ManifestRef::Tag(_) => None,
+        }
     }
 }

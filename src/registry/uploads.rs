@@ -172,17 +172,14 @@ pub(super) async fn cancel(
     let upload = lookup(registry, name, id).await?;
     let target = upload.id;
     registry
-        .router()
-        .on_shard(upload.shard, move |shard, local| async move {
+        .write_on(upload.shard, move |shard, local| async move {
             let cancelled = shard.cancel_upload(&target).await;
             if cancelled.is_ok() {
                 local.metrics.upload_finished(UploadOutcome::Cancelled);
             }
             cancelled
         })
-        .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)?;
+        .await?;
     Ok(Response::new(204))
 }
 
@@ -276,13 +273,11 @@ async fn current_length(
 ) -> Result<u64, OciError> {
     let id = upload.id;
     let info = registry
-        .router()
-        .on_shard(
+        .read_on(
             upload.shard,
             move |shard, _| async move { shard.upload(&id) },
         )
-        .await
-        .map_err(errors::shard)?;
+        .await?;
     match info {
         Some(info) if info.repo == name => Ok(info.len),
         _ => Err(upload_unknown(&upload.url_id())),
@@ -418,17 +413,14 @@ async fn finish(
     let id = upload.id;
     let expected = *digest;
     let location = registry
-        .router()
-        .on_shard(upload.shard, move |shard, local| async move {
+        .write_on(upload.shard, move |shard, local| async move {
             let committed = shard.commit_upload(&id, &expected).await;
             if committed.is_ok() {
                 local.metrics.upload_finished(UploadOutcome::Completed);
             }
             committed
         })
-        .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)?;
+        .await?;
 
     let (indexed, linked) = futures_lite::future::zip(
         index_put_or_keep(registry, digest, location),
@@ -465,16 +457,14 @@ async fn index_put_or_keep(
     let router = registry.router();
     let shard = router.digest_shard(digest);
     let d = *digest;
-    router
-        .on_shard(shard, move |shard, _| async move {
+    registry
+        .write_on(shard, move |shard, _| async move {
             if let Some(existing) = shard.index_get(&d) {
                 return Ok(Some(existing));
             }
             shard.index_put(&d, location).await.map(|()| None)
         })
         .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)
 }
 
 /// Records `digest -> location` in the blob index, durably.
@@ -486,13 +476,11 @@ pub(super) async fn index_put(
     let router = registry.router();
     let shard = router.digest_shard(digest);
     let d = *digest;
-    router
-        .on_shard(shard, move |shard, _| async move {
+    registry
+        .write_on(shard, move |shard, _| async move {
             shard.index_put(&d, location).await
         })
         .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)
 }
 
 /// Links a blob into a repository, durably.
@@ -500,13 +488,11 @@ async fn link(registry: &Registry, name: &str, digest: &Digest, size: u64) -> Re
     let router = registry.router();
     let shard = router.repository_shard(name);
     let (repo, d) = (name.to_owned(), *digest);
-    router
-        .on_shard(shard, move |shard, _| async move {
+    registry
+        .write_on(shard, move |shard, _| async move {
             shard.link_blob(&repo, &d, size).await
         })
         .await
-        .map_err(errors::shard)?
-        .map_err(errors::storage)
 }
 
 fn created_response(name: &str, digest: &Digest) -> Response {

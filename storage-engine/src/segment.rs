@@ -71,7 +71,14 @@ impl SegmentFile {
             return Err(e.into());
         }
 
-        let seg = SegmentFile {
+        let seg = SegmentFile::new(id, file, path, syncs);
+        seg.write_header(shard).await?;
+        Ok(seg)
+    }
+
+    /// A segment over an open file, with nothing written or synced yet.
+    fn new(id: u32, file: DmaFile, path: &Path, syncs: Rc<Cell<u64>>) -> SegmentFile {
+        SegmentFile {
             id,
             file,
             path: path.to_path_buf(),
@@ -81,9 +88,7 @@ impl SegmentFile {
             failed: Cell::new(false),
             notify: Notify::default(),
             syncs,
-        };
-        seg.write_header(shard).await?;
-        Ok(seg)
+        }
     }
 
     /// Opens an existing segment to append after its last valid record.
@@ -98,17 +103,7 @@ impl SegmentFile {
             .dma_open(path)
             .await?;
         let size = file.file_size().await?;
-        let seg = SegmentFile {
-            id,
-            file,
-            path: path.to_path_buf(),
-            completed: Cell::new(0),
-            synced: Cell::new(0),
-            syncing: Cell::new(false),
-            failed: Cell::new(false),
-            notify: Notify::default(),
-            syncs,
-        };
+        let seg = SegmentFile::new(id, file, path, syncs);
         Ok((seg, size))
     }
 

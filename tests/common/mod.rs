@@ -42,6 +42,16 @@ impl Server {
     /// Starts berth with extra arguments, extra environment variables and,
     /// optionally, its stderr written to a file.
     pub fn start_full(extra: &[&str], env: &[(&str, &str)], stderr: Option<PathBuf>) -> Server {
+        Server::launch(extra, env, stderr, false)
+    }
+
+    /// Starts berth with TLS on its listener (the config given in `extra`
+    /// must name the certificate); readiness is checked on the admin port.
+    pub fn start_full_tls(extra: &[&str]) -> Server {
+        Server::launch(extra, &[], None, true)
+    }
+
+    fn launch(extra: &[&str], env: &[(&str, &str)], stderr: Option<PathBuf>, tls: bool) -> Server {
         let temp = TempDir::new("berth-test");
         let data_dir = temp.path().join("data");
         let mut server = Server {
@@ -55,27 +65,7 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             stderr,
-            tls: false,
-            _temp: Some(temp),
-        };
-        server.spawn();
-        server
-    }
-
-    /// Starts berth with TLS on its listener (the config given in `extra`
-    /// must name the certificate); readiness is checked on the admin port.
-    pub fn start_full_tls(extra: &[&str]) -> Server {
-        let temp = TempDir::new("berth-test");
-        let data_dir = temp.path().join("data");
-        let mut server = Server {
-            child: None,
-            addr: free_addr(),
-            admin: free_addr(),
-            data_dir,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-            stderr: None,
-            tls: true,
+            tls,
             _temp: Some(temp),
         };
         server.spawn();
