@@ -96,6 +96,9 @@ pub struct StorageConfig {
     /// The most segment files one shard may hold; 0 means only the disk
     /// limits it. Past it, writes fail with "no space".
     pub max_segments_per_shard: u32,
+    /// How often each shard gives the space of dead records (cancelled
+    /// and expired uploads, duplicate copies) back to the file system.
+    pub reclaim_interval_secs: u64,
 }
 
 /// The `[http]` section: every limit the HTTP server enforces.
@@ -464,7 +467,18 @@ impl StorageConfig {
             self.checkpoint_every_bytes,
             MIB,
             64 * 1024 * MIB,
+        )?;
+        check_range(
+            "storage.reclaim_interval_secs",
+            self.reclaim_interval_secs,
+            1,
+            24 * 3600,
         )
+    }
+
+    /// `reclaim_interval_secs` as a `Duration`.
+    pub fn reclaim_interval(&self) -> Duration {
+        Duration::from_secs(self.reclaim_interval_secs)
     }
 
     /// `max_segments_per_shard` as the storage engine takes it.
@@ -485,6 +499,7 @@ impl Default for StorageConfig {
             cache_bytes: 256 * MIB,
             checkpoint_every_bytes: 64 * MIB,
             max_segments_per_shard: 0,
+            reclaim_interval_secs: 10,
         }
     }
 }

@@ -257,6 +257,10 @@ pub struct StorageFigures {
     pub live_bytes: u64,
     /// Entries in the shard's part of the blob index.
     pub index_entries: u64,
+    /// Dead bytes given back to the file system since the start.
+    pub reclaimed_bytes: u64,
+    /// Segments deleted since the start because nothing in them was live.
+    pub segments_deleted: u64,
 }
 
 /// Renders the Prometheus text exposition (format 0.0.4).
@@ -472,8 +476,24 @@ fn render_storage(out: &mut String, storage: &[StorageFigures]) {
             |s| s.index_entries,
         ),
     ];
-    for (name, help, pick) in gauges {
-        family(out, name, "gauge", help);
+    let counters: [(&str, &str, Pick); 2] = [
+        (
+            "berth_storage_reclaimed_bytes_total",
+            "Dead bytes given back to the file system, by shard.",
+            |s| s.reclaimed_bytes,
+        ),
+        (
+            "berth_storage_segments_deleted_total",
+            "Segments deleted because nothing in them was live, by shard.",
+            |s| s.segments_deleted,
+        ),
+    ];
+    let families = gauges
+        .iter()
+        .map(|g| (g, "gauge"))
+        .chain(counters.iter().map(|c| (c, "counter")));
+    for ((name, help, pick), kind) in families {
+        family(out, name, kind, help);
         for figures in storage {
             let labels = format!("shard=\"{}\"", figures.shard);
             line(out, name, &labels, pick(figures));
@@ -700,6 +720,8 @@ mod tests {
                 bytes: 768 << 20,
                 live_bytes: 500 << 20,
                 index_entries: 1200,
+                reclaimed_bytes: 7 << 20,
+                segments_deleted: 2,
             },
             StorageFigures {
                 shard: 1,
@@ -707,6 +729,8 @@ mod tests {
                 bytes: 4096,
                 live_bytes: 4096,
                 index_entries: 1,
+                reclaimed_bytes: 0,
+                segments_deleted: 0,
             },
         ]
     }
@@ -779,6 +803,11 @@ mod tests {
         assert_eq!(live, (500u64 << 20) as f64);
         let shard1 = [("shard", "1")];
         assert_eq!(scalar(&after, "berth_storage_index_entries", &shard1), 1.0);
+        let reclaimed = scalar(&after, "berth_storage_reclaimed_bytes_total", &shard0);
+        assert_eq!(reclaimed, (7u64 << 20) as f64);
+        let deleted = "berth_storage_segments_deleted_total";
+        assert_eq!(scalar(&after, deleted, &shard0), 2.0);
+        assert_eq!(scalar(&after, deleted, &shard1), 0.0);
 
         assert_eq!(scalar(&after, "berth_recovery_duration_seconds", &[]), 1.5);
         assert_eq!(scalar(&after, "berth_ready", &[]), 1.0);

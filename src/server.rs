@@ -436,17 +436,53 @@ fn spawn_background(local: Rc<Local>, config: &Config) {
     );
     let expiry = config.uploads.expiry();
     let interval = config.uploads.sweep_interval();
-    let task = glommio::spawn_local_into(
+    let expire = {
+        let local = local.clone();
         async move {
             loop {
                 glommio::timer::sleep(interval).await;
                 crate::registry::expire_uploads(local.clone(), expiry).await;
             }
-        },
-        queue,
-    );
-    if let Ok(task) = task {
-        task.detach();
+        }
+    };
+    let reclaim_interval = config.storage.reclaim_interval();
+    let reclaim = async move {
+        loop {
+            glommio::timer::sleep(reclaim_interval).await;
+            reclaim_dead_space(&local).await;
+        }
+    };
+    let started = [
+        glommio::spawn_local_into(expire, queue).map(|task| drop(task.detach())),
+        glommio::spawn_local_into(reclaim, queue).map(|task| drop(task.detach())),
+    ];
+    for error in started.into_iter().filter_map(Result::err) {
+        tracing::error!(error = %error, "cannot start background work");
+    }
+}
+
+/// One reclaim pass over the executor's shards: dead records are punched
+/// out of their segment files, segments with nothing live are deleted.
+async fn reclaim_dead_space(local: &Local) {
+    for shard in local.shards.values() {
+        match shard.reclaim().await {
+            Ok(report) if report.bytes_punched + report.bytes_deleted > 0 => {
+                tracing::info!(
+                    shard = shard.id(),
+                    punched_bytes = report.bytes_punched,
+                    segments_deleted = report.segments_deleted,
+                    deleted_bytes = report.bytes_deleted,
+                    "reclaimed dead space"
+                );
+            }
+            Ok(_) => {}
+            // A poisoned shard refuses writes until restarted; it was
+            // reported when it failed.
+            Err(berth_storage::StorageError::Poisoned { .. }) => {}
+            Err(error) => {
+                tracing::warn!(shard = shard.id(), error = %error, "reclaiming dead space failed");
+            }
+        }
     }
 }
 

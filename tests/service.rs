@@ -328,6 +328,90 @@ fn idle_uploads_expire_and_are_counted() {
     );
 }
 
+/// Bytes the file system holds for every segment file of a data directory.
+fn segment_disk_bytes(data_dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for shard in std::fs::read_dir(data_dir).unwrap().flatten() {
+        let Ok(files) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let name = file.file_name();
+            if name.to_string_lossy().starts_with("seg-") {
+                total += file.metadata().map_or(0, |m| m.blocks() * 512);
+            }
+        }
+    }
+    total
+}
+
+/// The sum of a metric over all its label sets.
+fn metric_sum(server: &Server, name: &str) -> f64 {
+    let text = request(server.admin, "GET", "/metrics", &[], b"").text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn expired_uploads_give_their_disk_space_back() {
+    let temp = TempDir::new("reclaim");
+    let config = temp.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nsegment_bytes = 8388608\nreclaim_interval_secs = 1\n\
+         [uploads]\nexpiry_secs = 2\nsweep_interval_secs = 1\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let mut server = Server::start_with(&["--config", &config_arg]);
+
+    let kept = payload(5, 3 << 20);
+    let kept_digest = server.push_blob("reclaim/kept", &kept);
+
+    let start = server.request("POST", "/v2/reclaim/idle/blobs/uploads/", &[], b"");
+    assert_eq!(start.status, 202);
+    let location = start.header("location").unwrap().to_owned();
+    let abandoned = 48 << 20;
+    let patch = server.request("PATCH", &location, &[], &payload(6, abandoned));
+    assert_eq!(patch.status, 202);
+    let full = segment_disk_bytes(&server.data_dir);
+    assert!(full >= abandoned as u64, "segments hold {full} bytes");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reclaimed = metric_sum(&server, "berth_storage_reclaimed_bytes_total");
+        if reclaimed >= abandoned as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {reclaimed} bytes reclaimed of an abandoned {abandoned}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(server.get(&location).status, 404);
+    assert!(metric_sum(&server, "berth_storage_segments_deleted_total") >= 3.0);
+    let after = segment_disk_bytes(&server.data_dir);
+    assert!(
+        full - after >= (abandoned as u64) * 9 / 10,
+        "disk use {full} -> {after} after reclaiming"
+    );
+
+    // What was live is still served, and new pushes land fine.
+    let kept_path = format!("/v2/reclaim/kept/blobs/{kept_digest}");
+    assert_eq!(server.get(&kept_path).body, kept);
+    let more = payload(7, 9 << 20);
+    let more_digest = server.push_blob("reclaim/more", &more);
+    server.restart();
+    assert_eq!(server.get(&kept_path).body, kept);
+    let more_path = format!("/v2/reclaim/more/blobs/{more_digest}");
+    assert_eq!(server.get(&more_path).body, more);
+    assert!(segment_disk_bytes(&server.data_dir) < full);
+}
+
 #[test]
 fn the_same_blob_pushed_twice_is_stored_once() {
     let server = Server::start();

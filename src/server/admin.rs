@@ -48,6 +48,8 @@ impl Handler for AdminHandler {
                                 bytes: stats.segments.iter().map(|s| s.written_bytes).sum(),
                                 live_bytes: stats.segments.iter().map(|s| s.live_bytes).sum(),
                                 index_entries: stats.index_entries as u64,
+                                reclaimed_bytes: stats.reclaimed_bytes,
+                                segments_deleted: stats.segments_deleted,
                             }
                         })
                         .collect();

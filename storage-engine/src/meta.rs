@@ -113,8 +113,14 @@ pub(crate) enum MetaOp {
         segment: u32,
         written_bytes: u64,
     },
-    /// Appends resumed in this segment: a later open must scan it.
+    /// Appends resumed in this segment after `written_bytes`: a later open
+    /// must scan it, and nothing past that point is dead any more.
     SegmentDirty {
+        segment: u32,
+        written_bytes: u64,
+    },
+    /// Every record of this sealed segment was dead; its file is deleted.
+    SegmentDeleted {
         segment: u32,
     },
 }
@@ -289,8 +295,16 @@ impl MetaOp {
                 w.u32(*segment);
                 w.u64(*written_bytes);
             }
-            MetaOp::SegmentDirty { segment } => {
+            MetaOp::SegmentDirty {
+                segment,
+                written_bytes,
+            } => {
                 w.u8(19);
+                w.u32(*segment);
+                w.u64(*written_bytes);
+            }
+            MetaOp::SegmentDeleted { segment } => {
+                w.u8(20);
                 w.u32(*segment);
             }
         }
@@ -412,7 +426,11 @@ impl MetaOp {
                 segment: r.u32()?,
                 written_bytes: r.u64()?,
             },
-            19 => MetaOp::SegmentDirty { segment: r.u32()? },
+            19 => MetaOp::SegmentDirty {
+                segment: r.u32()?,
+                written_bytes: r.u64()?,
+            },
+            20 => MetaOp::SegmentDeleted { segment: r.u32()? },
             _ => return Err(MetaDecodeError::Malformed("operation code")),
         };
         if r.at != p.len() {
@@ -662,7 +680,11 @@ mod tests {
                 segment: 3,
                 written_bytes: 8192,
             },
-            MetaOp::SegmentDirty { segment: 3 },
+            MetaOp::SegmentDirty {
+                segment: 3,
+                written_bytes: 16384,
+            },
+            MetaOp::SegmentDeleted { segment: 2 },
         ]
     }
 

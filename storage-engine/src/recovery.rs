@@ -15,7 +15,7 @@ use nix::unistd::{lseek, Whence};
 
 use crate::checkpoint::{ckpt_path, decode_ckpt_header, parse_gen, CKPT_HEADER_BYTES};
 use crate::error::{Result, StorageError};
-use crate::layout::Layout;
+use crate::layout::{sync_dir, Layout};
 use crate::meta::{MetaDecodeError, MetaOp, FRAME_HEADER_BYTES, MAX_FRAME_BYTES, META_VERSION};
 use crate::metalog::{
     decode_log_header, log_file_name, LogHeader, MetaLog, LOG_HEADER_BYTES, LOG_VERSION,
@@ -48,9 +48,9 @@ pub(crate) async fn recover(
         ..RecoveryReport::default()
     };
 
-    let files = list_files(id, &dir)?;
-    report.segments = files.segments.len();
+    let mut files = list_files(id, &dir)?;
     let mut state = State::new();
+    state.recovering = true;
 
     // Newest complete checkpoint first; older ones only if it is damaged.
     let mut base_gen = 1;
@@ -69,6 +69,7 @@ pub(crate) async fn recover(
             Err(e) => {
                 tracing::warn!(shard = id, generation = gen, error = %e, "checkpoint unusable");
                 state = State::new();
+                state.recovering = true;
             }
         }
     }
@@ -124,6 +125,34 @@ pub(crate) async fn recover(
         last_log = Some((gen, replay.valid_len));
     }
 
+    // A crash between logging a segment's deletion and removing its file
+    // leaves the file behind: finish the deletion.
+    let deleted = &state.deleted;
+    let leftovers: Vec<u32> = files
+        .segments
+        .iter()
+        .copied()
+        .filter(|seg| deleted.contains(seg))
+        .collect();
+    for &seg in &leftovers {
+        let path = layout.segment_path(id, seg);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(id, "delete dead segment", &path, e)),
+        }
+        tracing::info!(
+            shard = id,
+            segment = seg,
+            "deleted a dead segment left by a crash"
+        );
+    }
+    if !leftovers.is_empty() {
+        files.segments.retain(|seg| !state.deleted.contains(seg));
+        sync_dir(&dir).map_err(|e| StorageError::io(id, "sync shard dir", &dir, e))?;
+    }
+    report.segments = files.segments.len();
+
     // Segments that were still being written: find what they hold.
     let mut scanned = Vec::new();
     for &seg in &files.segments {
@@ -166,6 +195,7 @@ pub(crate) async fn recover(
     }
     .map_err(|e| StorageError::io(id, "open metadata log", &dir, e))?;
 
+    state.recovering = false;
     let nonce = random_nonce();
     report.blobs_indexed = state.index_len();
     report.repositories = state.repos.len();
@@ -191,6 +221,9 @@ pub(crate) async fn recover(
         checkpoint_done: Notify::default(),
         segment_syncs: Rc::new(Cell::new(0)),
         checkpoint_bytes: Cell::new(checkpoint_bytes),
+        reclaimed_bytes: Cell::new(0),
+        segments_deleted: Cell::new(0),
+        punch_unsupported: Cell::new(false),
         _lock: lock,
     });
 
@@ -204,7 +237,10 @@ pub(crate) async fn recover(
         if Some(segment) == newest && resume_segment(&inner, segment, written_bytes).await {
             // IMPORTANT: durable before the first append, so that a crash
             // from now on makes the next open scan this segment.
-            seal.push(MetaOp::SegmentDirty { segment });
+            seal.push(MetaOp::SegmentDirty {
+                segment,
+                written_bytes,
+            });
             continue;
         }
         seal.push(MetaOp::SegmentSealed {
@@ -609,7 +645,7 @@ fn scan_segment(id: u16, seg: u32, path: &Path) -> Result<Scan> {
 }
 
 /// The written regions of a file from `from` on, block-aligned.
-fn data_regions(file: &File, from: u64, len: u64) -> Vec<(u64, u64)> {
+pub(crate) fn data_regions(file: &File, from: u64, len: u64) -> Vec<(u64, u64)> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     let mut out = Vec::new();

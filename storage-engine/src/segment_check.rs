@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::digest::Digest;
 use crate::layout::Layout;
 use crate::record::{verify_record, RecordHeader, BLOCK_BYTES};
-
-/// A run of zero blocks this long ends a segment's records: the rest is
-/// preallocated space never written.
-const END_OF_RECORDS_BYTES: u64 = 64 << 20;
+use crate::recovery::data_regions;
 
 /// What [`check_segments`] found.
 #[derive(Debug, Default)]
@@ -77,47 +74,49 @@ fn check_segment(path: &Path, check: &mut SegmentCheck) {
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
 
-    // The first block is the segment's own header; records follow.
+    // The first block is the segment's own header; records follow, in the
+    // regions the file system holds data for: the unwritten end of a
+    // preallocated segment and the holes punched where dead records were
+    // are skipped without reading them.
     let mut records = 0;
-    let mut pos = BLOCK_BYTES;
-    let mut zeros = 0u64;
     let mut head = vec![0u8; BLOCK_BYTES as usize];
     let mut record = Vec::new();
-    while pos + BLOCK_BYTES <= len && zeros < END_OF_RECORDS_BYTES {
-        if let Err(error) = file.read_exact_at(&mut head, pos) {
-            report(pos, None, format!("read failed: {error}"));
-            break;
-        }
-        if head.iter().all(|&b| b == 0) {
-            zeros += BLOCK_BYTES;
-            pos += BLOCK_BYTES;
-            continue;
-        }
-        zeros = 0;
-        let header = match RecordHeader::decode(&head) {
-            Ok(header) if pos + header.record_bytes() <= len => header,
-            Ok(_) => {
-                report(pos, None, "record runs past the file's end".to_owned());
+    for (start, end) in data_regions(&file, BLOCK_BYTES, len) {
+        let mut pos = start;
+        while pos + BLOCK_BYTES <= end {
+            if let Err(error) = file.read_exact_at(&mut head, pos) {
+                report(pos, None, format!("read failed: {error}"));
+                break;
+            }
+            if head.iter().all(|&b| b == 0) {
                 pos += BLOCK_BYTES;
                 continue;
             }
-            Err(error) => {
-                report(pos, None, format!("bad record header: {error}"));
-                pos += BLOCK_BYTES;
-                continue;
-            }
-        };
-        record.resize(header.record_bytes() as usize, 0);
-        match file.read_exact_at(&mut record, pos) {
-            Ok(()) => {
-                if let Err(error) = verify_record(&header, &record) {
-                    report(pos, header.digest, format!("record CRC: {error}"));
+            let header = match RecordHeader::decode(&head) {
+                Ok(header) if pos + header.record_bytes() <= len => header,
+                Ok(_) => {
+                    report(pos, None, "record runs past the file's end".to_owned());
+                    pos += BLOCK_BYTES;
+                    continue;
                 }
+                Err(error) => {
+                    report(pos, None, format!("bad record header: {error}"));
+                    pos += BLOCK_BYTES;
+                    continue;
+                }
+            };
+            record.resize(header.record_bytes() as usize, 0);
+            match file.read_exact_at(&mut record, pos) {
+                Ok(()) => {
+                    if let Err(error) = verify_record(&header, &record) {
+                        report(pos, header.digest, format!("record CRC: {error}"));
+                    }
+                }
+                Err(error) => report(pos, header.digest, format!("read failed: {error}")),
             }
-            Err(error) => report(pos, header.digest, format!("read failed: {error}")),
+            records += 1;
+            pos += header.record_bytes();
         }
-        records += 1;
-        pos += header.record_bytes();
     }
     check.records += records;
 }

@@ -24,6 +24,7 @@ use crate::meta::MetaOp;
 use crate::metalog::MetaLog;
 use crate::notify::Notify;
 use crate::reader::Reader;
+use crate::reclaim::ReclaimReport;
 use crate::record::{
     encode_record, record_bytes_for, RecordKind, BLOCK_BYTES, HEADER_BYTES, MAX_CONTENT_BYTES,
     MAX_MAP_BYTES,
@@ -70,6 +71,13 @@ pub(crate) struct Inner {
     pub segment_syncs: Rc<Cell<u64>>,
     /// Size of the last checkpoint written or loaded.
     pub checkpoint_bytes: Cell<u64>,
+    /// Dead bytes given back to the file system since open.
+    pub reclaimed_bytes: Cell<u64>,
+    /// Segments deleted since open.
+    pub segments_deleted: Cell<u64>,
+    /// The file system refused to punch holes; only whole dead segments
+    /// are given back.
+    pub punch_unsupported: Cell<bool>,
     pub _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -567,6 +575,9 @@ impl Shard {
             poisoned: self.is_poisoned(),
             segment_syncs: self.inner.segment_syncs.get(),
             meta_syncs: self.inner.meta.syncs(),
+            reclaimed_bytes: self.inner.reclaimed_bytes.get(),
+            segments_deleted: self.inner.segments_deleted.get(),
+            dead_records_waiting: st.to_punch.len() as u64,
         }
     }
 
@@ -592,6 +603,19 @@ impl Shard {
                 ))
             })
             .await
+    }
+
+    /// Gives the disk space of dead records back: punches them out of
+    /// their segment files (once they have been dead for a second, so that
+    /// writes of a dropped append have landed) and deletes sealed segments
+    /// in which nothing is live. Cheap when there is nothing to do; run it
+    /// periodically, in a low-priority task queue.
+    ///
+    /// Fails only on a poisoned shard or when a deletion cannot be logged;
+    /// a record that could not be punched is logged and skipped (its space
+    /// comes back when its whole segment is deleted).
+    pub async fn reclaim(&self) -> Result<ReclaimReport> {
+        crate::reclaim::reclaim(&self.inner).await
     }
 
     /// Test hook: the next metadata sync of this shard fails, as a failing

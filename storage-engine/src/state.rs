@@ -1,12 +1,13 @@
 //! A shard's metadata in memory, and how each operation changes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use crate::digest::{Digest, DigestAlgorithm, DigestHasher};
 use crate::index::SortedIndex;
 use crate::location::{BlobLocation, PACKED_LOCATION_BYTES};
 use crate::meta::MetaOp;
-use crate::record::Extent;
+use crate::record::{Extent, BLOCK_BYTES};
 use crate::shard::ManifestLink;
 
 /// An open upload session.
@@ -54,6 +55,19 @@ pub(crate) struct SegmentInfo {
     pub clean_tail: Option<u64>,
 }
 
+/// A dead record whose disk blocks are still to be given back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Punch {
+    pub segment: u32,
+    pub block: u32,
+    pub bytes: u64,
+    /// When it was marked dead in this process.
+    pub marked: Instant,
+    /// False for records found dead at recovery: an earlier process may
+    /// already have given their blocks back, so they are not counted again.
+    pub counted: bool,
+}
+
 /// Everything a shard knows about its metadata.
 pub(crate) struct State {
     pub uploads: HashMap<u64, Upload>,
@@ -61,6 +75,14 @@ pub(crate) struct State {
     pub index256: SortedIndex<32>,
     pub index512: SortedIndex<64>,
     pub segments: BTreeMap<u32, SegmentInfo>,
+    /// Segments whose every record was dead and whose file was deleted (or
+    /// is being deleted). Ids are never reused.
+    pub deleted: BTreeSet<u32>,
+    /// Dead records not yet punched out of their segment file.
+    pub to_punch: Vec<Punch>,
+    /// Set while recovery replays: dead records found then are punched
+    /// again but not counted as reclaimed.
+    pub recovering: bool,
     pub next_upload_seq: u64,
     pub next_segment: u32,
 }
@@ -73,6 +95,9 @@ impl State {
             index256: SortedIndex::new(),
             index512: SortedIndex::new(),
             segments: BTreeMap::new(),
+            deleted: BTreeSet::new(),
+            to_punch: Vec::new(),
+            recovering: false,
             next_upload_seq: 1,
             next_segment: 1,
         }
@@ -200,10 +225,15 @@ impl State {
                     r.tags.remove(&tag);
                 });
             }
+            MetaOp::SegmentSealed { segment, .. }
+            | MetaOp::SegmentClean { segment, .. }
+            | MetaOp::SegmentDirty { segment, .. }
+                if self.deleted.contains(&segment) => {}
             MetaOp::SegmentSealed {
                 segment,
                 written_bytes,
             } => {
+                self.cut_dead_after(segment, written_bytes);
                 let s = self.segments.entry(segment).or_default();
                 s.written_bytes = written_bytes;
                 s.sealed = true;
@@ -272,20 +302,73 @@ impl State {
                 s.written_bytes = written_bytes;
                 self.next_segment = self.next_segment.max(segment.saturating_add(1));
             }
-            MetaOp::SegmentDirty { segment } => {
-                self.segments.entry(segment).or_default().clean_tail = None;
+            MetaOp::SegmentDirty {
+                segment,
+                written_bytes,
+            } => {
+                self.cut_dead_after(segment, written_bytes);
+                let s = self.segments.entry(segment).or_default();
+                s.clean_tail = None;
+                s.written_bytes = written_bytes;
+            }
+            MetaOp::SegmentDeleted { segment } => {
+                self.segments.remove(&segment);
+                self.deleted.insert(segment);
+                self.to_punch.retain(|p| p.segment != segment);
+                self.next_segment = self.next_segment.max(segment.saturating_add(1));
             }
         }
     }
 
-    /// Marks records dead, once each.
+    /// Marks records dead, once each, and queues their blocks to be
+    /// punched out of the segment file.
     pub fn mark_dead(&mut self, records: &[(u32, u32, u64)]) {
+        let marked = Instant::now();
         for &(segment, block, bytes) in records {
+            if self.deleted.contains(&segment) {
+                continue;
+            }
             let s = self.segments.entry(segment).or_default();
             if s.dead.insert(block, bytes).is_none() {
                 s.dead_bytes += bytes;
+                self.to_punch.push(Punch {
+                    segment,
+                    block,
+                    bytes,
+                    marked,
+                    counted: !self.recovering,
+                });
             }
         }
+    }
+
+    /// Forgets dead records at or past `written_bytes` of `segment`.
+    ///
+    /// IMPORTANT: recovery ends a segment after its last valid record, and
+    /// dead records past that point may have been punched away; appends
+    /// then write new, live records over the same blocks, which must not
+    /// count (or be punched) as dead.
+    fn cut_dead_after(&mut self, segment: u32, written_bytes: u64) {
+        let first = written_bytes.div_ceil(BLOCK_BYTES);
+        if let Some(s) = self.segments.get_mut(&segment) {
+            let before = s.dead.len();
+            s.dead.retain(|&block, _| u64::from(block) < first);
+            if s.dead.len() != before {
+                s.dead_bytes = s.dead.values().sum();
+            }
+        }
+        self.to_punch
+            .retain(|p| p.segment != segment || u64::from(p.block) < first);
+    }
+
+    /// Sealed segments that hold nothing live any more: only their header
+    /// block is not dead.
+    pub fn dead_segments(&self) -> Vec<u32> {
+        self.segments
+            .iter()
+            .filter(|(_, s)| s.sealed && s.written_bytes <= s.dead_bytes + BLOCK_BYTES)
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Every operation that rebuilds this state except the index, for a
@@ -295,6 +378,9 @@ impl State {
             upload_seq: self.next_upload_seq,
             segment: self.next_segment,
         }];
+        for &segment in &self.deleted {
+            ops.push(MetaOp::SegmentDeleted { segment });
+        }
         for (&segment, s) in &self.segments {
             if s.sealed {
                 ops.push(MetaOp::SegmentSealed {

@@ -221,6 +221,13 @@ pub struct ShardStats {
     pub segment_syncs: u64,
     /// fdatasync calls on the metadata log since open.
     pub meta_syncs: u64,
+    /// Dead bytes given back to the file system since open (punched
+    /// records and deleted segments).
+    pub reclaimed_bytes: u64,
+    /// Segments deleted since open because nothing in them was live.
+    pub segments_deleted: u64,
+    /// Dead records whose space is not given back yet.
+    pub dead_records_waiting: u64,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! append wrote is reachable until `finish` has synced the chunks and logged
 //! the new extents.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use glommio::io::DmaBuffer;
@@ -46,6 +47,8 @@ pub struct UploadAppend<'a> {
     tickets: Vec<(SegmentRef, u64)>,
     in_flight: VecDeque<(SegmentRef, JoinHandle<WriteResult>)>,
     done: bool,
+    /// The extents were handed to the metadata log.
+    applied: Cell<bool>,
 }
 
 impl<'a> UploadAppend<'a> {
@@ -68,6 +71,7 @@ impl<'a> UploadAppend<'a> {
             tickets: Vec::new(),
             in_flight: VecDeque::new(),
             done: false,
+            applied: Cell::new(false),
         }
     }
 
@@ -135,7 +139,16 @@ impl<'a> UploadAppend<'a> {
             updated_secs: now_secs(),
             extents: self.extents.clone(),
         };
-        inner.log_with(|_| Ok((vec![op.clone()], ()))).await?;
+        // IMPORTANT: once the new extents are applied they belong to the
+        // upload, even if this future is dropped before the sync returns,
+        // so `Drop` must not mark them dead from then on.
+        let applied = &self.applied;
+        inner
+            .log_with(|_| {
+                applied.set(true);
+                Ok((vec![op.clone()], ()))
+            })
+            .await?;
         self.done = true;
 
         // The log apply forgets the hash; this process still knows it.
@@ -213,7 +226,7 @@ impl<'a> UploadAppend<'a> {
 impl Drop for UploadAppend<'_> {
     fn drop(&mut self) {
         let inner = &self.shard.inner;
-        if !self.done && !self.extents.is_empty() {
+        if !self.done && !self.applied.get() && !self.extents.is_empty() {
             let records = self
                 .extents
                 .iter()

@@ -2,7 +2,7 @@
 //! store, each next to a baseline measured in the same run.
 //!
 //! ```text
-//! storage-bench [--dir PATH] [--write-mib N] [--quick] [write|commit|recovery]...
+//! storage-bench [--dir PATH] [--write-mib N] [--quick] [write|commit|recovery|reclaim]...
 //! ```
 //!
 //! - `write`: one (and four) streaming uploads against
@@ -11,6 +11,9 @@
 //!   256 against raw write+fdatasync and fio with `--fdatasync=1`.
 //! - `recovery`: index N blobs, close, reopen in a fresh process, report
 //!   the time and the resident memory it took.
+//! - `reclaim`: eight interleaved uploads, half committed and half
+//!   cancelled; one reclaim pass; the disk space it gave back, how long it
+//!   took, and the time to read the live half before and after.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -58,7 +61,7 @@ fn main() {
             eprintln!("storage-bench: {e}");
             eprintln!(
                 "usage: storage-bench [--dir PATH] [--write-mib N] [--quick] \
-                 [write|commit|recovery]..."
+                 [write|commit|recovery|reclaim]..."
             );
             std::process::exit(2);
         }
@@ -78,6 +81,9 @@ fn main() {
     }
     if wants("recovery") {
         bench_recovery(&args);
+    }
+    if wants("reclaim") {
+        bench_reclaim(&args);
     }
 }
 
@@ -99,7 +105,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
                     .ok_or("--write-mib needs a number")?
             }
             "--quick" => args.quick = true,
-            "write" | "commit" | "recovery" => args.sections.push(a),
+            "write" | "commit" | "recovery" | "reclaim" => args.sections.push(a),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -662,4 +668,149 @@ fn recover_child(dir: PathBuf) {
         format!("{line} close_secs={:.3}", closing.elapsed().as_secs_f64())
     });
     println!("{line}");
+}
+
+// ---------------------------------------------------------------- reclaim
+
+/// Bytes the file system holds for the files of `dir`.
+fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn bench_reclaim(args: &Args) {
+    let total = args.write_mib * MIB;
+    let streams = 8usize;
+    println!(
+        "\n## Reclaim: {streams} interleaved uploads of {} MiB each, every other one cancelled",
+        total / streams as u64 / MIB
+    );
+    let dir = fresh_dir(&args.dir, "reclaim");
+    let dir2 = dir.clone();
+    let shard_dir = dir.join("shard-0000");
+    let result = on_executor(move || async move {
+        let layout = Layout::open_or_create(&dir2, 1).expect("layout");
+        let (shard, _) = Shard::open(&layout, 0, &ShardOptions::default())
+            .await
+            .expect("open shard");
+        let shard = Rc::new(shard);
+        let piece = Rc::new(pseudo_random(4 * MIB as usize, 11));
+        let per_stream = total / streams as u64;
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let shard = shard.clone();
+            let piece = piece.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let id = shard.create_upload("bench").await.expect("create upload");
+                let mut app = shard.append_upload(&id).await.expect("append");
+                let mut left = per_stream;
+                while left > 0 {
+                    // Small appends, so that the uploads' chunks interleave.
+                    let n = left.min(MIB) as usize;
+                    app.write(&piece[..n]).await.expect("write");
+                    left -= n as u64;
+                    glommio::yield_if_needed().await;
+                }
+                app.finish().await.expect("finish");
+                id
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await);
+        }
+        let mut live = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if i % 2 == 0 {
+                shard.cancel_upload(id).await.expect("cancel");
+            } else {
+                live.push(*id);
+            }
+        }
+        let mut locations = Vec::new();
+        for id in live {
+            let digest = upload_digest(per_stream, &piece);
+            locations.push(shard.commit_upload(&id, &digest).await.expect("commit"));
+        }
+        let reader = berth_storage::Reader::new(&layout, 0);
+        let read_all = |locations: Vec<BlobLocation>| {
+            let reader = reader.clone();
+            async move {
+                let started = Instant::now();
+                for loc in &locations {
+                    let mut r = reader.read_range(loc, 0, loc.len()).await.expect("read");
+                    while r.next_chunk().await.expect("chunk").is_some() {}
+                }
+                started.elapsed().as_secs_f64()
+            }
+        };
+        let read_before = read_all(locations.clone()).await;
+
+        glommio::timer::sleep(Duration::from_millis(1100)).await;
+        let before = allocated_bytes(&shard_dir);
+        let started = Instant::now();
+        let report = shard.reclaim().await.expect("reclaim");
+        let secs = started.elapsed().as_secs_f64();
+        let after = allocated_bytes(&shard_dir);
+        let read_after = read_all(locations.clone()).await;
+        for loc in &locations {
+            assert_eq!(
+                reader.verify(loc).await.expect("verify"),
+                upload_digest(per_stream, &piece),
+                "a live blob changed"
+            );
+        }
+        if let Ok(shard) = Rc::try_unwrap(shard) {
+            let _ = shard.close().await;
+        }
+        (report, secs, before, after, read_before, read_after)
+    });
+    let (report, secs, before, after, read_before, read_after) = result;
+    let live_mib = (total / 2) as f64 / MIB as f64;
+    println!("| figure | value |");
+    println!("| --- | ---: |");
+    println!("| dead records punched | {} |", report.records_punched);
+    println!(
+        "| dead bytes punched | {:.0} MiB |",
+        report.bytes_punched as f64 / MIB as f64
+    );
+    println!(
+        "| disk space given back (st_blocks) | {:.0} MiB ({:.0} -> {:.0} MiB) |",
+        before.saturating_sub(after) as f64 / MIB as f64,
+        before as f64 / MIB as f64,
+        after as f64 / MIB as f64
+    );
+    println!("| reclaim pass | {:.1} ms |", secs * 1e3);
+    println!(
+        "| given back per second | {:.1} GiB/s |",
+        before.saturating_sub(after) as f64 / (1u64 << 30) as f64 / secs
+    );
+    println!("| bytes copied (a copying compaction would rewrite {live_mib:.0} MiB) | 0 |");
+    println!(
+        "| read of the live half, before / after | {:.0} / {:.0} MiB/s |",
+        live_mib / read_before,
+        live_mib / read_after
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The digest of an upload made of `len` bytes of `piece`, written a MiB
+/// at a time as `bench_reclaim` writes it.
+fn upload_digest(len: u64, piece: &[u8]) -> Digest {
+    let mut h = berth_storage::DigestHasher::new(DigestAlgorithm::Sha256);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        h.update(&piece[..n]);
+        left -= n as u64;
+    }
+    h.finish()
 }
