@@ -221,10 +221,8 @@ async fn check_manifests(
             }
         };
         for blob in parsed.required_blobs() {
-            let present = Digest::parse(blob).is_ok_and(|d| {
-                shard.blob_link(repository, &d).is_some()
-                    || shard.manifest(repository, &d).is_some()
-            });
+            let present = shard.blob_link(repository, &blob).is_some()
+                || shard.manifest(repository, &blob).is_some();
             if !present {
                 report(
                     format!("references blob {blob}, which is not linked"),
@@ -233,8 +231,7 @@ async fn check_manifests(
             }
         }
         for child in parsed.required_manifests() {
-            let present =
-                Digest::parse(child).is_ok_and(|d| shard.manifest(repository, &d).is_some());
+            let present = shard.manifest(repository, &child).is_some();
             if !present {
                 report(
                     format!("references manifest {child}, which is not linked"),

@@ -1,4 +1,5 @@
-//! Digest strings as the API sees them: checked, not parsed into bytes.
+//! Digest strings as the API sees them: checked against the spec's
+//! grammar, then parsed into the storage engine's [`Digest`].
 //!
 //! A digest is `algorithm ":" encoded` (image-spec `descriptor.md`,
 //! "Digests"). berth serves `sha256` (64 lowercase hex digits) and `sha512`
@@ -7,6 +8,8 @@
 
 use std::fmt;
 
+use berth_storage::Digest;
+
 use super::errors::OciError;
 
 /// The longest digest string accepted, in bytes.
@@ -14,33 +17,6 @@ use super::errors::OciError;
 /// A sha512 digest is 135 bytes; the bound keeps error messages and
 /// logs small when a client sends garbage.
 pub const MAX_DIGEST_BYTES: usize = 256;
-
-/// A digest algorithm berth can verify.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DigestAlgorithm {
-    /// SHA-256, 64 hex digits.
-    Sha256,
-    /// SHA-512, 128 hex digits.
-    Sha512,
-}
-
-impl DigestAlgorithm {
-    /// The algorithm's name as written before the colon.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DigestAlgorithm::Sha256 => "sha256",
-            DigestAlgorithm::Sha512 => "sha512",
-        }
-    }
-
-    /// The number of hex digits of an encoded digest.
-    pub fn hex_len(self) -> usize {
-        match self {
-            DigestAlgorithm::Sha256 => 64,
-            DigestAlgorithm::Sha512 => 128,
-        }
-    }
-}
 
 /// Why a digest string was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,8 +62,13 @@ impl From<DigestError> for OciError {
     }
 }
 
-/// Checks a digest string and returns its algorithm.
-pub fn validate_digest(digest: &str) -> Result<DigestAlgorithm, DigestError> {
+/// Parses a digest string as the API sees it.
+///
+/// The spec's grammar decides between a malformed digest (invalid) and a
+/// well-formed one of an algorithm berth does not serve (unsupported);
+/// the registered algorithms are then parsed by the storage engine's
+/// [`Digest`], which wants fixed-length lowercase hex.
+pub fn parse_digest(digest: &str) -> Result<Digest, DigestError> {
     let invalid = |reason| DigestError::Invalid {
         digest: truncate(digest),
         reason,
@@ -106,30 +87,12 @@ pub fn validate_digest(digest: &str) -> Result<DigestAlgorithm, DigestError> {
     if !is_encoded(encoded) {
         return Err(invalid("malformed encoded part"));
     }
-
-    let known = match algorithm {
-        "sha256" => DigestAlgorithm::Sha256,
-        "sha512" => DigestAlgorithm::Sha512,
-        _ => {
-            return Err(DigestError::Unsupported {
-                algorithm: algorithm.to_string(),
-            })
-        }
-    };
-
-    // The registered algorithms use lowercase hex of a fixed length.
-    let is_lower_hex = encoded
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if encoded.len() != known.hex_len() || !is_lower_hex {
-        return Err(invalid("wrong length or not lowercase hex"));
+    if !matches!(algorithm, "sha256" | "sha512") {
+        return Err(DigestError::Unsupported {
+            algorithm: algorithm.to_string(),
+        });
     }
-    Ok(known)
-}
-
-/// Whether `digest` is a sha256 or sha512 digest berth can serve.
-pub fn is_valid_digest(digest: &str) -> bool {
-    validate_digest(digest).is_ok()
+    Digest::parse(digest).map_err(|_| invalid("wrong length or not lowercase hex"))
 }
 
 /// Whether a string looks like a digest rather than a tag.
@@ -177,6 +140,7 @@ fn truncate(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::oci::errors::ErrorCode;
+    use berth_storage::DigestAlgorithm;
 
     const SHA256: &str = "sha256:\
         6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b";
@@ -187,9 +151,12 @@ mod tests {
 
     #[test]
     fn registered_algorithms_are_accepted() {
-        assert_eq!(validate_digest(SHA256), Ok(DigestAlgorithm::Sha256));
-        assert_eq!(validate_digest(&sha512()), Ok(DigestAlgorithm::Sha512));
-        assert!(is_valid_digest(SHA256));
+        let sha256 = parse_digest(SHA256).unwrap();
+        assert_eq!(sha256.algorithm(), DigestAlgorithm::Sha256);
+        assert_eq!(sha256.to_string(), SHA256);
+        let long = parse_digest(&sha512()).unwrap();
+        assert_eq!(long.algorithm(), DigestAlgorithm::Sha512);
+        assert_eq!(long.to_string(), sha512());
     }
 
     #[test]
@@ -215,7 +182,7 @@ mod tests {
             "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b0",
         ];
         for case in cases {
-            let err = validate_digest(case).unwrap_err();
+            let err = parse_digest(case).unwrap_err();
             assert!(
                 matches!(err, DigestError::Invalid { .. }),
                 "{case:?} gave {err:?}"
@@ -228,7 +195,7 @@ mod tests {
     #[test]
     fn other_well_formed_algorithms_are_unsupported() {
         for case in ["blake3:abcd", "sha384:00ff", "multihash+base58:QmRZ"] {
-            let err = validate_digest(case).unwrap_err();
+            let err = parse_digest(case).unwrap_err();
             assert_eq!(
                 err,
                 DigestError::Unsupported {

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::digest::validate_digest;
+use berth_storage::Digest;
+
+use super::digest::parse_digest;
 use super::errors::OciError;
 use super::media_type::{
     essence, is_docker_schema1, is_media_type, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
@@ -60,8 +62,8 @@ impl ManifestKind {
 pub struct Descriptor {
     /// The referenced content's media type.
     pub media_type: String,
-    /// The referenced content's digest, checked.
-    pub digest: String,
+    /// The referenced content's digest.
+    pub digest: Digest,
     /// The referenced content's size in bytes.
     pub size: u64,
     /// The artifact type, when the descriptor gives one.
@@ -110,11 +112,11 @@ impl ParsedManifest {
     /// manifest is accepted, each once, in manifest order: the config,
     /// every layer that is not foreign, and the children of an index
     /// that are not manifests (see [`ParsedManifest::required_manifests`]).
-    pub fn required_blobs(&self) -> Vec<&str> {
+    pub fn required_blobs(&self) -> Vec<Digest> {
         let layers = self.layers.iter().filter(|d| !d.is_foreign());
         let blob_children = self.manifests.iter().filter(|d| !is_manifest_type(d));
         let all = self.config.iter().chain(layers).chain(blob_children);
-        dedup(all.map(|d| d.digest.as_str()))
+        dedup(all.map(|d| d.digest))
     }
 
     /// Manifest digests that must exist in the repository, each once,
@@ -127,9 +129,9 @@ impl ParsedManifest {
     ///
     /// The `subject` is not among them: the spec asks registries to
     /// accept a manifest whose subject is not there (yet).
-    pub fn required_manifests(&self) -> Vec<&str> {
+    pub fn required_manifests(&self) -> Vec<Digest> {
         let children = self.manifests.iter().filter(|d| is_manifest_type(d));
-        dedup(children.map(|d| d.digest.as_str()))
+        dedup(children.map(|d| d.digest))
     }
 }
 
@@ -334,11 +336,12 @@ fn descriptor(value: &Value, at: &str) -> Result<Descriptor, OciError> {
         .ok_or_else(|| invalid(format!("{at}.mediaType: missing")))?;
 
     let digest = match obj.get("digest") {
-        Some(Value::String(d)) => d.clone(),
+        Some(Value::String(d)) => {
+            parse_digest(d).map_err(|e| invalid(format!("{at}.digest: {e}")))?
+        }
         Some(_) => return Err(invalid(format!("{at}.digest: not a string"))),
         None => return Err(invalid(format!("{at}.digest: missing"))),
     };
-    validate_digest(&digest).map_err(|e| invalid(format!("{at}.digest: {e}")))?;
 
     let size = match obj.get("size") {
         None => return Err(invalid(format!("{at}.size: missing"))),
@@ -426,7 +429,7 @@ fn is_generic(media_type: &str) -> bool {
     )
 }
 
-fn dedup<'a>(digests: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+fn dedup(digests: impl Iterator<Item = Digest>) -> Vec<Digest> {
     let mut seen = HashSet::new();
     digests.filter(|d| seen.insert(*d)).collect()
 }

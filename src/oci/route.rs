@@ -12,7 +12,9 @@
 
 use std::borrow::Cow;
 
-use super::digest::{looks_like_digest, validate_digest};
+use berth_storage::Digest;
+
+use super::digest::{looks_like_digest, parse_digest};
 use super::errors::OciError;
 use super::name::{validate_repository, validate_tag};
 
@@ -32,7 +34,7 @@ pub enum Reference {
     /// A tag such as `latest`.
     Tag(String),
     /// A digest such as `sha256:…`.
-    Digest(String),
+    Digest(Digest),
 }
 
 impl Reference {
@@ -47,32 +49,39 @@ impl Reference {
     /// [`Reference::parse`] without copying the string.
     fn parse_owned(reference: String) -> Result<Self, OciError> {
         if looks_like_digest(&reference) {
-            validate_digest(&reference)?;
-            return Ok(Reference::Digest(reference));
+            return Ok(Reference::Digest(parse_digest(&reference)?));
         }
         validate_tag(&reference)?;
         Ok(Reference::Tag(reference))
     }
 
-    /// The tag or digest, taken out.
-    fn into_string(self) -> String {
+    /// The digest of a by-digest reference.
+    pub fn digest(&self) -> Option<Digest> {
         match self {
-            Reference::Tag(s) | Reference::Digest(s) => s,
+            Reference::Digest(digest) => Some(*digest),
+            Reference::Tag(_) => None,
         }
     }
+}
 
-    /// The tag or digest as written.
-    pub fn as_str(&self) -> &str {
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reference::Tag(s) | Reference::Digest(s) => s,
+            Reference::Tag(tag) => f.write_str(tag),
+            Reference::Digest(digest) => write!(f, "{digest}"),
         }
     }
 }
 
 /// An endpoint of the distribution API, with its path parameters decoded
 /// and checked.
+///
+/// `D` and `R` are the types of a digest and of a manifest reference in
+/// the path: [`Digest`] and [`Reference`] once checked, the decoded text
+/// while the path is only matched (so that a wrong method is reported
+/// before a bad digest).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<D = Digest, R = Reference> {
     /// `/v2/`: the API version check.
     Base,
     /// `/v2/_catalog`: the repository list.
@@ -87,14 +96,14 @@ pub enum Route {
         /// The repository.
         name: String,
         /// The tag or digest.
-        reference: Reference,
+        reference: R,
     },
     /// `/v2/<name>/blobs/<digest>`.
     Blob {
         /// The repository.
         name: String,
-        /// The blob digest, checked.
-        digest: String,
+        /// The blob digest.
+        digest: D,
     },
     /// `/v2/<name>/blobs/uploads/`: starts an upload (or a mount, or a
     /// monolithic push, depending on the query).
@@ -114,12 +123,12 @@ pub enum Route {
     Referrers {
         /// The repository.
         name: String,
-        /// The subject digest, checked.
-        digest: String,
+        /// The subject digest.
+        digest: D,
     },
 }
 
-impl Route {
+impl<D, R> Route<D, R> {
     /// The methods the endpoint allows, for a 405 and its `Allow` header.
     pub fn allowed_methods(&self) -> &'static [&'static str] {
         match self {
@@ -168,7 +177,7 @@ pub fn route(method: &str, path: &str, query: &str) -> Result<Route, OciError> {
     if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
         let params = query_params(query);
         if let Some(digest) = param(&params, "digest") {
-            validate_digest(digest)?;
+            parse_digest(digest)?;
         }
     }
     Ok(route)
@@ -206,7 +215,7 @@ pub fn percent_decode(segment: &str) -> String {
 }
 
 /// A route whose path segments are decoded but not yet checked.
-fn match_shape(path: &str) -> Result<Route, OciError> {
+fn match_shape(path: &str) -> Result<Route<String, String>, OciError> {
     let not_found = || OciError::not_found(path);
 
     let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
@@ -227,8 +236,7 @@ fn match_shape(path: &str) -> Result<Route, OciError> {
     let shape = if n >= 3 && at(n - 2) == "manifests" {
         Route::Manifest {
             name: name(2)?,
-            // Checked later; kept as a tag until then.
-            reference: Reference::Tag(segments[n - 1].to_string()),
+            reference: segments[n - 1].to_string(),
         }
     } else if n >= 4 && at(n - 3) == "blobs" && at(n - 2) == "uploads" {
         if at(n - 1).is_empty() {
@@ -262,31 +270,34 @@ fn match_shape(path: &str) -> Result<Route, OciError> {
 }
 
 /// Checks the name and the parameter of a matched route.
-fn check_shape(shape: Route) -> Result<Route, OciError> {
+fn check_shape(shape: Route<String, String>) -> Result<Route, OciError> {
     if let Some(name) = shape.name() {
         validate_repository(name)?;
     }
 
     let route = match shape {
+        Route::Base => Route::Base,
+        Route::Catalog => Route::Catalog,
+        Route::TagsList { name } => Route::TagsList { name },
         Route::Manifest { name, reference } => Route::Manifest {
             name,
-            reference: Reference::parse_owned(reference.into_string())?,
+            reference: Reference::parse_owned(reference)?,
         },
-        Route::Blob { name, digest } => {
-            validate_digest(&digest)?;
-            Route::Blob { name, digest }
-        }
-        Route::Referrers { name, digest } => {
-            validate_digest(&digest)?;
-            Route::Referrers { name, digest }
-        }
+        Route::Blob { name, digest } => Route::Blob {
+            name,
+            digest: parse_digest(&digest)?,
+        },
+        Route::UploadStart { name } => Route::UploadStart { name },
         Route::Upload { name, id } => {
             if !is_plausible_upload_id(&id) {
                 return Err(OciError::upload_unknown(""));
             }
             Route::Upload { name, id }
         }
-        other => other,
+        Route::Referrers { name, digest } => Route::Referrers {
+            name,
+            digest: parse_digest(&digest)?,
+        },
     };
     Ok(route)
 }
@@ -375,7 +386,7 @@ mod tests {
     fn blob(name: &str) -> Route {
         Route::Blob {
             name: name.into(),
-            digest: D.into(),
+            digest: D.parse().unwrap(),
         }
     }
 
@@ -395,7 +406,7 @@ mod tests {
                 format!("/v2/a/manifests/{d}"),
                 Route::Manifest {
                     name: "a".into(),
-                    reference: Reference::Digest(d.into()),
+                    reference: Reference::Digest(d.parse().unwrap()),
                 },
             ),
             ("HEAD", format!("/v2/a/blobs/{d}"), blob("a")),
@@ -447,7 +458,7 @@ mod tests {
                 format!("/v2/a/referrers/{d}"),
                 Route::Referrers {
                     name: "a".into(),
-                    digest: d.into(),
+                    digest: d.parse().unwrap(),
                 },
             ),
         ];

@@ -4,7 +4,7 @@ use std::io;
 
 use berth_storage::{BlobLocation, BlobRead, Digest};
 
-use super::{errors, parse_digest, Registry};
+use super::{errors, Registry};
 use crate::http::range::{parse_range, RangeSpec};
 use crate::http::{Request, Response, ResponseBody};
 use crate::oci::errors::{ErrorCode, OciError};
@@ -13,11 +13,10 @@ use crate::oci::errors::{ErrorCode, OciError};
 pub(super) async fn get(
     registry: &Registry,
     name: &str,
-    digest_text: &str,
+    digest: Digest,
     req: &Request,
     head: bool,
 ) -> Result<Response, OciError> {
-    let digest = parse_digest(digest_text)?;
     let Some(location) = locate(registry, name, &digest).await? else {
         return Err(OciError::new(
             ErrorCode::BlobUnknown,
@@ -79,9 +78,8 @@ pub(super) async fn get(
 pub(super) async fn delete(
     registry: &Registry,
     name: &str,
-    digest_text: &str,
+    digest: Digest,
 ) -> Result<Response, OciError> {
-    let digest = parse_digest(digest_text)?;
     let router = registry.router();
     let shard = router.repository_shard(name);
     let (repo, d) = (name.to_owned(), digest);

@@ -1,6 +1,8 @@
 //! Listings: tags, the catalog and referrers.
 
-use super::{errors, parse_digest, Registry};
+use berth_storage::Digest;
+
+use super::{errors, Registry};
 use crate::http::{Request, Response};
 use crate::oci::errors::{ErrorCode, OciError};
 use crate::oci::pagination::{link_header, paginate, parse_n};
@@ -85,10 +87,9 @@ pub(super) async fn catalog(registry: &Registry, req: &Request) -> Result<Respon
 pub(super) async fn referrers(
     registry: &Registry,
     name: &str,
-    digest_text: &str,
+    subject: Digest,
     req: &Request,
 ) -> Result<Response, OciError> {
-    let subject = parse_digest(digest_text)?;
     let params = query_params(&req.query);
     let filter = param(&params, "artifactType").map(str::to_owned);
 

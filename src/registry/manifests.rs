@@ -2,7 +2,7 @@
 
 use berth_storage::{digest_of, DigestAlgorithm, ManifestLink};
 
-use super::{errors, parse_digest, ManifestRef, Registry};
+use super::{errors, Registry};
 use crate::http::{Body, Request, Response, ResponseBody};
 use crate::oci::accept::accepts;
 use crate::oci::errors::{ErrorCode, OciError};
@@ -40,7 +40,7 @@ pub(super) async fn put(
         other => errors::body(other),
     })?;
 
-    let by_digest = ManifestRef::parse(reference)?.digest();
+    let by_digest = reference.digest();
     let algorithm = by_digest
         .as_ref()
         .map(|d| d.algorithm())
@@ -70,20 +70,9 @@ pub(super) async fn put(
     }
 
     let parsed = parse_manifest(req.header("content-type"), &bytes)?;
-    let mut blobs = Vec::new();
-    for text in parsed.required_blobs() {
-        blobs.push(parse_digest(text).map_err(|_| manifest_invalid(text))?);
-    }
-    let mut children = Vec::new();
-    for text in parsed.required_manifests() {
-        children.push(parse_digest(text).map_err(|_| manifest_invalid(text))?);
-    }
-    let subject = match &parsed.subject {
-        Some(descriptor) => Some(
-            parse_digest(&descriptor.digest).map_err(|_| manifest_invalid(&descriptor.digest))?,
-        ),
-        None => None,
-    };
+    let blobs = parsed.required_blobs();
+    let children = parsed.required_manifests();
+    let subject = parsed.subject.as_ref().map(|descriptor| descriptor.digest);
 
     let router = registry.router();
     let repo_shard = router.repository_shard(name);
@@ -162,15 +151,15 @@ pub(super) async fn get(
     req: &Request,
     head: bool,
 ) -> Result<Response, OciError> {
-    let wanted = ManifestRef::parse(reference)?;
+    let wanted = reference.clone();
     let router = registry.router();
     let shard = router.repository_shard(name);
     let repo = name.to_owned();
     let link = registry
         .read_on(shard, move |shard, _| async move {
             let digest = match wanted {
-                ManifestRef::Digest(digest) => digest,
-                ManifestRef::Tag(tag) => shard.tag(&repo, &tag)?,
+                Reference::Digest(digest) => digest,
+                Reference::Tag(tag) => shard.tag(&repo, &tag)?,
             };
             shard.manifest(&repo, &digest)
         })
@@ -221,14 +210,14 @@ pub(super) async fn delete(
     name: &str,
     reference: &Reference,
 ) -> Result<Response, OciError> {
-    let wanted = ManifestRef::parse(reference)?;
+    let wanted = reference.clone();
     let shard = registry.router().repository_shard(name);
     let repo = name.to_owned();
     let removed = registry
         .write_on(shard, move |shard, _| async move {
             match wanted {
-                ManifestRef::Digest(digest) => shard.unlink_manifest(&repo, &digest).await,
-                ManifestRef::Tag(tag) => shard.remove_tag(&repo, &tag).await,
+                Reference::Digest(digest) => shard.unlink_manifest(&repo, &digest).await,
+                Reference::Tag(tag) => shard.remove_tag(&repo, &tag).await,
             }
         })
         .await?;
@@ -239,21 +228,9 @@ pub(super) async fn delete(
 }
 
 fn manifest_unknown(name: &str, reference: &Reference) -> OciError {
-    let reference = match reference {
-        Reference::Tag(tag) => tag.as_str(),
-        Reference::Digest(digest) => digest.as_str(),
-    };
     OciError::new(
         ErrorCode::ManifestUnknown,
         404,
         format!("manifest {reference} is unknown to repository {name}"),
-    )
-}
-
-fn manifest_invalid(digest: &str) -> OciError {
-    OciError::new(
-        ErrorCode::ManifestInvalid,
-        400,
-        format!("manifest references an invalid digest {digest:?}"),
     )
 }

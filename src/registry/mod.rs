@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use berth_storage::{Digest, Shard};
+use berth_storage::Shard;
 
 use crate::http::{Body, Handler, Method, Request, Response};
 use crate::oci::errors::OciError;
-use crate::oci::route::{route, Reference, Route};
+use crate::oci::route::{route, Route};
 use crate::shards::{Local, Router};
 
 pub use errors::into_response;
@@ -131,10 +131,10 @@ impl Registry {
             (Route::Base, Method::Get | Method::Head) => Ok(base_response()),
 
             (Route::Blob { name, digest }, Method::Get | Method::Head) => {
-                blobs::get(self, &name, &digest, req, head).await
+                blobs::get(self, &name, digest, req, head).await
             }
             (Route::Blob { name, digest }, Method::Delete) => {
-                blobs::delete(self, &name, &digest).await
+                blobs::delete(self, &name, digest).await
             }
 
             (Route::UploadStart { name }, Method::Post) => {
@@ -164,7 +164,7 @@ impl Registry {
             }
             (Route::Catalog, Method::Get | Method::Head) => listing::catalog(self, req).await,
             (Route::Referrers { name, digest }, Method::Get | Method::Head) => {
-                listing::referrers(self, &name, &digest, req).await
+                listing::referrers(self, &name, digest, req).await
             }
 
             (route, method) => Err(OciError::method_not_allowed_for(
@@ -237,37 +237,5 @@ fn response_len(response: &Response) -> u64 {
         crate::http::ResponseBody::Empty => 0,
         crate::http::ResponseBody::Bytes(bytes) => bytes.len() as u64,
         crate::http::ResponseBody::Stream { len, .. } => *len,
-    }
-}
-
-/// Parses a digest from a URL or a query, as the spec's DIGEST_INVALID.
-pub(crate) fn parse_digest(text: &str) -> Result<Digest, OciError> {
-    Digest::parse(text)
-        .map_err(|e| OciError::digest_invalid(format!("invalid digest {text:?}: {e}")))
-}
-
-/// A manifest reference with its digest parsed, ready to send to a shard.
-pub(crate) enum ManifestRef {
-    /// By digest.
-    Digest(Digest),
-    /// By tag.
-    Tag(String),
-}
-
-impl ManifestRef {
-    /// Parses the digest of a by-digest reference (DIGEST_INVALID if bad).
-    pub(crate) fn parse(reference: &Reference) -> Result<ManifestRef, OciError> {
-        match reference {
-            Reference::Digest(text) => parse_digest(text).map(ManifestRef::Digest),
-            Reference::Tag(tag) => Ok(ManifestRef::Tag(tag.clone())),
-        }
-    }
-
-    /// The digest, for a by-digest reference.
-    pub(crate) fn digest(&self) -> Option<Digest> {
-        match self {
-            ManifestRef::Digest(digest) => Some(*digest),
-            ManifestRef::Tag(_) => None,
-        }
     }
 }

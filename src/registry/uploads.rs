@@ -12,10 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_storage::{BlobLocation, Digest, Shard, UploadId};
 use glommio::channels::shared_channel;
 
-use super::{blobs, errors, parse_digest, Registry};
+use super::{blobs, errors, Registry};
 use crate::http::{Body, Request, Response};
 use crate::metrics::UploadOutcome;
 use crate::oci::content_range::parse_content_range;
+use crate::oci::digest::parse_digest;
 use crate::oci::errors::{ErrorCode, OciError};
 use crate::oci::name::validate_repository;
 use crate::oci::route::{param, query_params};
