@@ -333,6 +333,23 @@ fn unknown_manifest_and_name_errors() {
 }
 
 #[test]
+fn reading_a_reference_that_is_no_tag_is_manifest_unknown() {
+    let server = Server::start();
+    let path = "/v2/some/repo/manifests/.INVALID_MANIFEST_NAME";
+    for method in ["GET", "DELETE"] {
+        let response = server.request(method, path, &[], b"");
+        assert_eq!(response.status, 404, "{method}");
+        assert_eq!(response.error_code(), "MANIFEST_UNKNOWN", "{method}");
+    }
+    let head = server.request("HEAD", path, &[], b"");
+    assert_eq!(head.status, 404);
+
+    let push = server.request("PUT", path, &[("Content-Type", OCI_MANIFEST)], b"{}");
+    assert_eq!(push.status, 400);
+    assert_eq!(push.error_code(), "MANIFEST_INVALID");
+}
+
+#[test]
 fn index_needs_its_child_manifests() {
     let server = Server::start();
     let config = server.push_blob("multi", b"{}");

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use berth_storage::Digest;
 
 use super::digest::{looks_like_digest, parse_digest};
-use super::errors::OciError;
+use super::errors::{ErrorCode, OciError};
 use super::name::{validate_repository, validate_tag};
 
 /// The longest upload id accepted, in bytes.
@@ -171,7 +171,7 @@ pub fn route(method: &str, path: &str, query: &str) -> Result<Route, OciError> {
         return Err(OciError::method_not_allowed_for(method, allowed));
     }
 
-    let route = check_shape(shape)?;
+    let route = check_shape(method, shape)?;
 
     // A bad `digest` is a client error before any body is read.
     if matches!(route, Route::UploadStart { .. } | Route::Upload { .. }) {
@@ -270,7 +270,12 @@ fn match_shape(path: &str) -> Result<Route<String, String>, OciError> {
 }
 
 /// Checks the name and the parameter of a matched route.
-fn check_shape(shape: Route<String, String>) -> Result<Route, OciError> {
+///
+/// A reference that is not a valid tag names no manifest: reading or
+/// deleting one is a 404 `MANIFEST_UNKNOWN` (distribution-spec, "Pulling
+/// manifests": 404 when the manifest does not exist); only a push under
+/// it is a 400 `MANIFEST_INVALID`.
+fn check_shape(method: &str, shape: Route<String, String>) -> Result<Route, OciError> {
     if let Some(name) = shape.name() {
         validate_repository(name)?;
     }
@@ -279,10 +284,16 @@ fn check_shape(shape: Route<String, String>) -> Result<Route, OciError> {
         Route::Base => Route::Base,
         Route::Catalog => Route::Catalog,
         Route::TagsList { name } => Route::TagsList { name },
-        Route::Manifest { name, reference } => Route::Manifest {
-            name,
-            reference: Reference::parse_owned(reference)?,
-        },
+        Route::Manifest { name, reference } => {
+            let is_push = method == "PUT";
+            let reference = match Reference::parse_owned(reference.clone()) {
+                Err(e) if !is_push && e.code == ErrorCode::ManifestInvalid => {
+                    return Err(OciError::manifest_unknown(&reference));
+                }
+                parsed => parsed?,
+            };
+            Route::Manifest { name, reference }
+        }
         Route::Blob { name, digest } => Route::Blob {
             name,
             digest: parse_digest(&digest)?,
@@ -371,7 +382,6 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::errors::ErrorCode;
 
     const D: &str = "sha256:\
         6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b";
@@ -538,7 +548,7 @@ mod tests {
             ("/v2/a%2Fb/tags/list".into(), ErrorCode::NameInvalid),
             ("/v2/a%ff/tags/list".into(), ErrorCode::NameInvalid),
             ("/v2/a/manifests/sha256:x".into(), ErrorCode::DigestInvalid),
-            ("/v2/a/manifests/-bad".into(), ErrorCode::ManifestInvalid),
+            ("/v2/a/manifests/-bad".into(), ErrorCode::ManifestUnknown),
             ("/v2/a/manifests/md5:00".into(), ErrorCode::Unsupported),
             ("/v2/a/blobs/latest".into(), ErrorCode::DigestInvalid),
             ("/v2/a/referrers/latest".into(), ErrorCode::DigestInvalid),
@@ -558,6 +568,18 @@ mod tests {
             assert_eq!(err.code, code, "{path}");
             assert!(err.status == 400 || err.status == 404, "{path}");
         }
+    }
+
+    #[test]
+    fn a_bad_tag_is_unknown_except_in_a_push() {
+        for method in ["GET", "HEAD", "DELETE"] {
+            let err = route(method, "/v2/a/manifests/.INVALID", "").unwrap_err();
+            assert_eq!(err.status, 404, "{method}");
+            assert_eq!(err.code, ErrorCode::ManifestUnknown, "{method}");
+        }
+        let err = route("PUT", "/v2/a/manifests/.INVALID", "").unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(err.code, ErrorCode::ManifestInvalid);
     }
 
     #[test]
