@@ -97,6 +97,22 @@ fn oversized_manifest_gets_413() {
 }
 
 #[test]
+fn a_client_that_sends_a_whole_oversized_manifest_still_reads_its_413() {
+    let server = Server::start();
+    let body = vec![b' '; 4 * 1024 * 1024 + 1];
+    let headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
+    let response = common::request(
+        server.addr,
+        "PUT",
+        "/v2/big/manifests/latest",
+        &headers,
+        &body,
+    );
+    assert_eq!(response.status, 413);
+    assert_eq!(response.error_code(), "SIZE_INVALID");
+}
+
+#[test]
 fn keep_alive_and_pipelined_requests() {
     let server = Server::start();
     let mut stream = TcpStream::connect(server.addr).unwrap();

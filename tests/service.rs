@@ -442,3 +442,64 @@ fn the_same_blob_pushed_twice_is_stored_once() {
         data
     );
 }
+
+#[test]
+fn access_lines_count_the_bytes_that_crossed_the_wire() {
+    let temp = TempDir::new("access");
+    let log = temp.path().join("stderr.log");
+    let server = Server::start_full(&[], &[], Some(log.clone()));
+
+    // A chunked PATCH is counted by its decoded body, not by a
+    // Content-Length it never had.
+    let start = server.request("POST", "/v2/wire/blobs/uploads/", &[], b"");
+    assert_eq!(start.status, 202);
+    let location = start.header("location").unwrap().to_owned();
+    let data = payload(7, 300_000);
+    let mut chunked = Vec::new();
+    for piece in data.chunks(70_000) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let patch = server.request(
+        "PATCH",
+        &location,
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+    );
+    assert_eq!(patch.status, 202);
+    let digest = sha256_digest(&data);
+    let put = server.request("PUT", &format!("{location}?digest={digest}"), &[], b"");
+    assert_eq!(put.status, 201);
+
+    // A HEAD sends no body, whatever its Content-Length says.
+    let blob = format!("/v2/wire/blobs/{digest}");
+    assert_eq!(server.request("HEAD", &blob, &[], b"").status, 200);
+    assert_eq!(server.get(&blob).body, data);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("berth::access") && l.contains("/v2/wire/"))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 5 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "access lines missing:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let find = |method: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("method=\"{method}\"")))
+            .unwrap_or_else(|| panic!("no {method} line in {lines:#?}"))
+            .clone()
+    };
+    assert!(find("PATCH").contains("bytes_in=300000"), "{lines:#?}");
+    assert!(find("HEAD").contains("bytes_out=0"), "{lines:#?}");
+    assert!(find("GET").contains("bytes_out=300000"), "{lines:#?}");
+}

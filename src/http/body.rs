@@ -122,6 +122,11 @@ impl BodyState {
     pub(crate) fn is_continue_pending(&self) -> bool {
         self.continue_pending
     }
+
+    /// Body bytes handed to the handler.
+    pub(crate) fn bytes_received(&self) -> u64 {
+        self.received
+    }
 }
 
 /// The body of a request, read from the connection as the handler asks.

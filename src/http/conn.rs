@@ -30,8 +30,9 @@ const KEEP_OUT_BYTES: usize = 8 * 1024;
 
 /// After answering a request whose input was not read to its end, the
 /// server reads and discards at most this much while the client sees the
-/// answer, so that closing does not reset the connection under it.
-const LINGER_BYTES: usize = 256 * 1024;
+/// answer, so that closing does not reset the connection under it. It
+/// covers a refused manifest a little over its 4 MiB limit.
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest wait while discarding input before a close (see
 /// `LINGER_BYTES`).
@@ -53,6 +54,28 @@ pub trait Handler {
     fn connection_event(&self, event: ConnectionEvent) {
         let _ = event;
     }
+
+    /// Told once the response to `req` has been written, or its writing
+    /// failed (for the access log and metrics); does nothing unless a
+    /// handler wants it.
+    fn answered(&self, req: &Request, answer: &Answer) {
+        let _ = (req, answer);
+    }
+}
+
+/// How one request went, as told to [`Handler::answered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The status sent.
+    pub status: u16,
+    /// Request body bytes the handler read (decoded, for a chunked body).
+    pub bytes_in: u64,
+    /// Response body bytes written to the connection (none for `HEAD`).
+    pub bytes_out: u64,
+    /// From the complete request head to the last byte of the response.
+    pub took: Duration,
+    /// Whether the whole response reached the connection.
+    pub is_complete: bool,
 }
 
 /// What happened to a connection, as told to [`Handler::connection_event`].
@@ -110,12 +133,22 @@ pub(crate) async fn serve<H: Handler>(
                     "request refused"
                 );
                 let response = reject_response(&reject);
-                let _ = write_response(io, &mut out, response, &Framed::close(), limits).await;
+                let mut written = Written::default();
+                let _ = write_response(
+                    io,
+                    &mut out,
+                    response,
+                    &Framed::close(),
+                    limits,
+                    &mut written,
+                )
+                .await;
                 linger_close(io, &mut buf, limits).await;
                 return;
             }
         };
         is_first = false;
+        let started = Instant::now();
 
         let Head {
             request,
@@ -166,10 +199,19 @@ pub(crate) async fn serve<H: Handler>(
             keep_alive_1_0: is_http_1_0 && !close,
             is_head: request.method == Method::Head,
         };
-        if write_response(io, &mut out, response, &framed, limits)
-            .await
-            .is_err()
-        {
+        let mut written = Written::default();
+        let outcome = write_response(io, &mut out, response, &framed, limits, &mut written).await;
+        handler.answered(
+            &request,
+            &Answer {
+                status: written.status,
+                bytes_in: state.bytes_received(),
+                bytes_out: written.body_bytes,
+                took: started.elapsed(),
+                is_complete: outcome.is_ok(),
+            },
+        );
+        if outcome.is_err() {
             return;
         }
         if out.capacity() > KEEP_OUT_BYTES {
@@ -305,6 +347,15 @@ fn reject_response(reject: &Reject) -> Response {
 /// The connection cannot carry another response.
 struct Broken;
 
+/// What [`write_response`] put on the wire.
+#[derive(Default)]
+struct Written {
+    /// The status line's code.
+    status: u16,
+    /// Body bytes written.
+    body_bytes: u64,
+}
+
 /// Writes `response`; a streamed body is pulled piece by piece.
 async fn write_response(
     io: &mut (dyn Transport + '_),
@@ -312,12 +363,14 @@ async fn write_response(
     response: Response,
     framed: &Framed,
     limits: &Limits,
+    written: &mut Written,
 ) -> Result<(), Broken> {
     let mut response = response;
     if !(200..=599).contains(&response.status) {
         tracing::warn!(status = response.status, "handler status replaced by 500");
         response.status = 500;
     }
+    written.status = response.status;
     let bodiless = is_bodiless_status(response.status);
     let len = response.body.len();
     out.clear();
@@ -340,31 +393,34 @@ async fn write_response(
         ResponseBody::Bytes(bytes) => {
             if bytes.len() <= COALESCE_BYTES {
                 out.extend_from_slice(&bytes);
-                send(io, out, wait).await
+                send(io, out, wait).await?;
             } else {
                 write_timed(io, out, wait).await.map_err(|_| Broken)?;
-                send(io, &bytes, wait).await
+                send(io, &bytes, wait).await?;
             }
+            written.body_bytes = bytes.len() as u64;
+            Ok(())
         }
         ResponseBody::Stream { len, mut chunks } => {
-            write_stream(io, out, len, chunks.as_mut(), wait).await
+            write_stream(io, out, len, chunks.as_mut(), wait, &mut written.body_bytes).await
         }
     }
 }
 
 /// Writes the head in `out` and then `len` bytes pulled from `chunks`;
-/// a small first piece shares the head's write.
+/// a small first piece shares the head's write. `sent` counts the body
+/// bytes written.
 async fn write_stream(
     io: &mut (dyn Transport + '_),
     out: &mut Vec<u8>,
     len: u64,
     mut chunks: std::pin::Pin<&mut StreamOfChunks>,
     wait: Duration,
+    sent: &mut u64,
 ) -> Result<(), Broken> {
-    let mut sent: u64 = 0;
     let mut is_head_sent = false;
 
-    while sent < len {
+    while *sent < len {
         glommio::yield_if_needed().await;
         let Some(item) = chunks.next().await else {
             break;
@@ -373,7 +429,7 @@ async fn write_stream(
             tracing::warn!(%error, sent, len, "response stream failed");
             Broken
         })?;
-        let room = usize::try_from(len - sent).unwrap_or(usize::MAX);
+        let room = usize::try_from(len - *sent).unwrap_or(usize::MAX);
         let is_overrun = piece.len() > room;
         let piece = &piece[..piece.len().min(room)];
 
@@ -387,7 +443,7 @@ async fn write_stream(
             write_timed(io, piece, wait).await.map_err(|_| Broken)?;
         }
         is_head_sent = true;
-        sent += piece.len() as u64;
+        *sent += piece.len() as u64;
 
         if is_overrun {
             tracing::warn!(len, "response stream ran past its length");
@@ -398,8 +454,8 @@ async fn write_stream(
     if !is_head_sent {
         write_timed(io, out, wait).await.map_err(|_| Broken)?;
     }
-    if sent != len {
-        tracing::warn!(sent, len, "response stream ended early");
+    if *sent != len {
+        tracing::warn!(sent = *sent, len, "response stream ended early");
         return Err(Broken);
     }
     flush_timed(io, wait).await.map_err(|_| Broken)

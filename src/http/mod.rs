@@ -31,7 +31,7 @@ mod split_tests;
 mod tests;
 
 pub use body::{Body, BodyError, MAX_BODY_CHUNK_BYTES};
-pub use conn::{serve_connection, ConnectionEvent, Handler, BODY_READ_BYTES};
+pub use conn::{serve_connection, Answer, ConnectionEvent, Handler, BODY_READ_BYTES};
 pub use limits::Limits;
 pub use request::{Method, Request};
 pub use response::{reason_phrase, Response, ResponseBody};

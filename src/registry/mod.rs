@@ -13,7 +13,7 @@ mod manifests;
 mod uploads;
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::future::Future;
 
@@ -62,15 +62,8 @@ pub trait RequestObserver {
     /// Called when a connection opens, closes or is refused.
     fn connection(&self, event: crate::http::ConnectionEvent);
 
-    /// Called once per request with its outcome.
-    fn observe(
-        &self,
-        request: &Request,
-        route: &'static str,
-        status: u16,
-        bytes_out: u64,
-        took: Duration,
-    );
+    /// Called once per request, after its response was written.
+    fn observe(&self, request: &Request, route: &'static str, answer: &crate::http::Answer);
 }
 
 impl Registry {
@@ -183,31 +176,25 @@ impl Handler for Registry {
     }
 
     async fn handle(&self, req: &Request, body: &mut Body<'_>) -> Response {
-        let started = Instant::now();
-        let (route_name, response) = match route(req.method.as_str(), &req.path, &req.query) {
-            Ok(route) => {
-                let name = route_label(&route);
-                let response = match self.dispatch(route, req, body).await {
-                    Ok(response) => response,
-                    Err(error) => into_response(error),
-                };
-                (name, response)
-            }
-            Err(error) => ("unknown", into_response(error)),
+        let response = match route(req.method.as_str(), &req.path, &req.query) {
+            Ok(route) => match self.dispatch(route, req, body).await {
+                Ok(response) => response,
+                Err(error) => into_response(error),
+            },
+            Err(error) => into_response(error),
         };
-        let response = response.header("Docker-Distribution-API-Version", "registry/2.0");
+        response.header("Docker-Distribution-API-Version", "registry/2.0")
+    }
 
-        if let Some(observer) = &self.observer {
-            let bytes_out = response_len(&response);
-            observer.observe(
-                req,
-                route_name,
-                response.status,
-                bytes_out,
-                started.elapsed(),
-            );
-        }
-        response
+    fn answered(&self, req: &Request, answer: &crate::http::Answer) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let route_name = match route(req.method.as_str(), &req.path, &req.query) {
+            Ok(route) => route_label(&route),
+            Err(_) => "unknown",
+        };
+        observer.observe(req, route_name, answer);
     }
 }
 
@@ -229,13 +216,5 @@ fn route_label(route: &Route) -> &'static str {
         Route::UploadStart { .. } => "upload_start",
         Route::Upload { .. } => "upload",
         Route::Referrers { .. } => "referrers",
-    }
-}
-
-fn response_len(response: &Response) -> u64 {
-    match &response.body {
-        crate::http::ResponseBody::Empty => 0,
-        crate::http::ResponseBody::Bytes(bytes) => bytes.len() as u64,
-        crate::http::ResponseBody::Stream { len, .. } => *len,
     }
 }

@@ -1,9 +1,8 @@
 //! Per-request bookkeeping: the access log line and the core's metrics.
 
 use std::rc::Rc;
-use std::time::Duration;
 
-use crate::http::{ConnectionEvent, Request};
+use crate::http::{Answer, ConnectionEvent, Request};
 use crate::logging;
 use crate::registry::RequestObserver;
 use crate::shards::Local;
@@ -36,18 +35,14 @@ impl RequestObserver for Observer {
         }
     }
 
-    fn observe(
-        &self,
-        request: &Request,
-        route: &'static str,
-        status: u16,
-        bytes_out: u64,
-        took: Duration,
-    ) {
-        let bytes_in = request
-            .header("content-length")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+    fn observe(&self, request: &Request, route: &'static str, answer: &Answer) {
+        let Answer {
+            status,
+            bytes_in,
+            bytes_out,
+            took,
+            ..
+        } = *answer;
         self.local.metrics.request(
             route,
             request.method.as_str(),
