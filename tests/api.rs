@@ -190,6 +190,10 @@ fn ranged_blob_get() {
 
     let beyond = server.request("GET", &path, &[("Range", "bytes=20000-")], b"");
     assert_eq!(beyond.status, 416);
+    assert_eq!(beyond.header("content-range"), Some("bytes */10000"));
+
+    let backwards = server.request("GET", &path, &[("Range", "bytes=500-0")], b"");
+    assert_eq!(backwards.status, 416);
 }
 
 #[test]
