@@ -104,3 +104,65 @@ fn check_finds_corrupted_blob_and_repair_unlinks_it() {
     );
     assert_eq!(server.get("/v2/scrub/app/manifests/v1").body, manifest);
 }
+
+/// The metadata checkpoint files under a data directory.
+fn checkpoint_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        let Ok(files) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ckpt-") && name.ends_with(".dat") {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn check_passes_a_clean_directory_with_checkpoints() {
+    let temp = common::TempDir::new("scrub-ckpt");
+    let config = temp.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        "[server]\nexecutors = 1\n\
+         [storage]\nshards = 1\ncheckpoint_every_bytes = 1048576\n",
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let mut server = Server::start_with(&["--config", &config_arg]);
+
+    // Manifest annotations live in the metadata log, so a few manifests
+    // with large ones grow it past the 1 MiB checkpoint threshold fast.
+    let config_digest = server.push_blob("scrub/ckpt", b"{}");
+    let layer = payload(3, 10_000);
+    let layer_digest = server.push_blob("scrub/ckpt", &layer);
+    let note = "n".repeat(60_000);
+    for i in 0..40 {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest, "size": 2
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest, "size": layer.len()
+            }],
+            "annotations": { "note": format!("{i}{note}") }
+        }))
+        .unwrap();
+        server.push_manifest("scrub/ckpt", &format!("v{i}"), OCI_MANIFEST, &manifest);
+    }
+    assert_eq!(server.stop(), Some(0));
+    let checkpoints = checkpoint_files(&server.data_dir);
+    assert!(!checkpoints.is_empty(), "no shard checkpointed");
+
+    let (ok, report) = berth_check(&server.data_dir, false);
+    assert!(ok, "clean directory with {checkpoints:?} failed:\n{report}");
+    assert!(!report.contains("CORRUPT"), "{report}");
+}

@@ -8,6 +8,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::parse_gen;
 use crate::digest::Digest;
 use crate::layout::Layout;
 use crate::record::{verify_record, RecordHeader, BLOCK_BYTES};
@@ -43,13 +44,18 @@ pub fn check_segments(layout: &Layout) -> SegmentCheck {
         let Ok(entries) = std::fs::read_dir(layout.shard_dir(shard)) else {
             continue;
         };
-        let mut segments: Vec<PathBuf> = entries
+        // NOTE: checkpoints end in `.dat` too but hold no records; only
+        // names that parse as a segment are read.
+        let mut segments: Vec<(u32, PathBuf)> = entries
             .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+            .filter_map(|e| {
+                let name = e.file_name();
+                let segment = parse_gen(name.to_str()?, "seg-", ".dat")?;
+                Some((segment, e.path()))
+            })
             .collect();
-        segments.sort();
-        for path in segments {
+        segments.sort_unstable();
+        for (_, path) in segments {
             check_segment(&path, &mut check);
         }
     }
