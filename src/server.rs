@@ -66,6 +66,18 @@ pub enum ServeError {
     Spawn(String),
 }
 
+/// How long a start waits for a listen address to come free before it
+/// reports the address as in use.
+///
+/// A berth killed with SIGKILL keeps accepting connections on its ports
+/// for some milliseconds after it has been reaped, while the kernel tears
+/// down its io_uring instances; a restart at once must wait that out. A
+/// live server holds the port past this and is still refused.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Pause between two tries at a port that is still taken.
+const PORT_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 /// State the main thread shares with executors: flags and heartbeats,
 /// never on a request's path.
 struct Control {
@@ -103,14 +115,14 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
     // NOTE: every executor binds with SO_REUSEPORT, which would quietly
     // share a port with another server that did the same. A plain bind
     // would also trip over the dying connections of a crashed berth, so
-    // ask the port instead: if something answers, it is taken.
+    // ask the port instead: if something keeps answering, it is taken.
     for addr in config
         .server
         .listen
         .iter()
         .chain([&config.server.admin_listen])
     {
-        if port_answers(*addr) {
+        if port_stays_taken(*addr, PORT_RELEASE_WAIT) {
             return Err(ServeError::Bind {
                 addr: *addr,
                 source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
@@ -329,7 +341,7 @@ async fn run_executor(context: ExecutorContext) {
     let shutdown = http::ShutdownSignal::new();
     let mut loops = Vec::new();
     for addr in &config.server.listen {
-        let listener = match http::bind_reuseport(*addr) {
+        let listener = match bind_listener(*addr).await {
             Ok(listener) => listener,
             Err(error) => {
                 let _ = ready.send(Err(ServeError::Executor {
@@ -350,7 +362,7 @@ async fn run_executor(context: ExecutorContext) {
 
     if index == 0 {
         let admin_handler = Rc::new(admin::AdminHandler::new(router.clone()));
-        match http::bind_reuseport(config.server.admin_listen) {
+        match bind_listener(config.server.admin_listen).await {
             Ok(listener) => {
                 loops.push(glommio::spawn_local(http::accept_loop(
                     listener,
@@ -585,6 +597,35 @@ fn limits_of(config: &Config) -> Limits {
         max_connections: config.http.max_connections_per_core,
         ..Limits::default()
     }
+}
+
+/// Binds `addr` for this executor, trying again for a short while when
+/// it is still in use (see [`PORT_RELEASE_WAIT`]).
+async fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match http::bind_reuseport(addr) {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                glommio::timer::sleep(PORT_RETRY_PAUSE).await;
+            }
+            bound => return bound,
+        }
+    }
+}
+
+/// Whether something accepts connections on `addr` for all of `wait`;
+/// false as soon as one probe finds the port free.
+fn port_stays_taken(addr: std::net::SocketAddr, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while port_answers(addr) {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(PORT_RETRY_PAUSE);
+    }
+    false
 }
 
 /// Whether a server already accepts connections on `addr`.

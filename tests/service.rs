@@ -1,10 +1,14 @@
 //! berth as a service, against the real binary: sd_notify messages on a
 //! socket the test creates, graceful SIGTERM during uploads, SIGHUP
-//! changing the log level live, and metrics that move.
+//! changing the log level live, restarts right after a crash, and
+//! metrics that move.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -502,4 +506,92 @@ fn access_lines_count_the_bytes_that_crossed_the_wire() {
     assert!(find("PATCH").contains("bytes_in=300000"), "{lines:#?}");
     assert!(find("HEAD").contains("bytes_out=0"), "{lines:#?}");
     assert!(find("GET").contains("bytes_out=300000"), "{lines:#?}");
+}
+
+/// Starts `berth serve` on exactly these addresses and data directory
+/// (the common helper picks new ports on every start) and waits until it
+/// is ready; panics with its stderr if it exits first.
+fn serve_on(addr: SocketAddr, admin: SocketAddr, data_dir: &Path, stderr: &Path) -> Child {
+    let log = std::fs::File::create(stderr).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--executors", "2"])
+        .env("BERTH_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("berth binary starts");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(stderr).unwrap_or_default();
+            panic!("berth exited at start ({status}):\n{log}");
+        }
+        let ready = try_request(admin, "GET", "/readyz", &[], b"");
+        if ready.is_ok_and(|r| r.status == 200) {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "berth never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn restart_at_once_after_sigkill_takes_the_same_port() {
+    let mut server = Server::start();
+    let (addr, admin) = (server.addr, server.admin);
+    let data_dir = server.data_dir.clone();
+    server.kill();
+    let temp = TempDir::new("restart");
+    let stderr = temp.path().join("stderr.log");
+
+    let mut child = serve_on(addr, admin, &data_dir, &stderr);
+    for round in 0..5u64 {
+        // Requests in flight give io_uring work to tear down at the kill.
+        let data = payload(round, 4096);
+        let path = format!("/v2/crash/blobs/uploads/?digest={}", sha256_digest(&data));
+        assert_eq!(request(addr, "POST", &path, &[], &data).status, 201);
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = serve_on(addr, admin, &data_dir, &stderr);
+    }
+
+    let data = payload(4, 4096);
+    let blob = format!("/v2/crash/blobs/{}", sha256_digest(&data));
+    assert_eq!(request(addr, "GET", &blob, &[], b"").body, data);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_second_server_on_a_taken_port_is_refused() {
+    let server = Server::start();
+    let temp = TempDir::new("second");
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(server.addr.to_string())
+        .arg("--admin-listen")
+        .arg(common::free_addr().to_string())
+        .arg("--data-dir")
+        .arg(temp.path().join("data"))
+        .env("BERTH_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth binary runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let refusal = format!("cannot listen on {}: address in use", server.addr);
+    assert!(stderr.contains(&refusal), "{stderr}");
+    assert_eq!(server.get("/v2/").status, 200);
 }
