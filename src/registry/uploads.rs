@@ -67,8 +67,6 @@ pub(super) async fn start(
         // session, as the spec asks (202 instead of 201).
     }
 
-    let upload = create(registry, name).await?;
-
     if let Some(digest_text) = param(&params, "digest") {
         let digest = parse_digest(digest_text)?;
         if !body.has_length_framing() {
@@ -78,11 +76,43 @@ pub(super) async fn start(
                 "a monolithic upload needs Content-Length or chunked encoding",
             ));
         }
-        append_body(registry, &upload, body).await?;
-        return finish(registry, name, &upload, &digest).await;
+        let upload = create(registry, name).await?;
+        let pushed = match append_body(registry, &upload, body).await {
+            Ok(_) => finish(registry, name, &upload, &digest).await,
+            Err(error) => Err(error),
+        };
+        // NOTE: the client never learnt this session's id, so a failed
+        // monolithic push cannot be resumed or cancelled by it: drop the
+        // session now rather than keep its bytes until it expires.
+        if pushed.is_err() {
+            discard(registry, &upload).await;
+        }
+        return pushed;
     }
 
+    let upload = create(registry, name).await?;
     Ok(session_response(name, &upload, 0, 202))
+}
+
+/// Cancels an upload nobody can reach any more; a failure only leaves it
+/// to expire.
+async fn discard(registry: &Registry, upload: &UploadRef) {
+    let id = upload.id;
+    let cancelled = registry
+        .read_on(upload.shard, move |shard, local| async move {
+            if shard.upload(&id).is_none() {
+                return Ok(());
+            }
+            let cancelled = shard.cancel_upload(&id).await;
+            if cancelled.is_ok() {
+                local.metrics.upload_finished(UploadOutcome::Failed);
+            }
+            cancelled
+        })
+        .await;
+    if let Ok(Err(error)) = cancelled {
+        tracing::warn!(upload = %upload.url_id(), error = %error, "failed upload left to expire");
+    }
 }
 
 /// `PATCH`: appends one chunk (or a streamed body) to an upload.
@@ -238,8 +268,10 @@ async fn try_mount(
     };
 
     // A mounted manifest stays a blob here: its bytes may not be in the
-    // blob index, so record them there before linking.
-    if blobs::index_get(registry, digest).await?.is_none() {
+    // blob index, so record them there before linking. An entry found
+    // there may still be on its way to the disk: the mount's 201 waits
+    // for it.
+    if index_get_settled(registry, digest).await?.is_none() {
         index_put(registry, digest, location).await?;
     }
     link(registry, name, digest, location.len()).await?;
@@ -318,8 +350,22 @@ async fn append_body(
             }
         });
 
+    // IMPORTANT: a sender blocked on a full channel is not woken when the
+    // receiving core gives up (a failed write, a full disk), so the feeder
+    // also stops as soon as the writer has answered; the unread rest of
+    // the body then closes the connection after the error is sent.
+    let (writer_done, mut writer_answered) = futures_channel::oneshot::channel::<()>();
+    let writer = async move {
+        let written = writer.await;
+        let _ = writer_done.send(());
+        written
+    };
+
     let feeder = async {
-        let sender = sender.connect().await;
+        let stop = &mut writer_answered;
+        let Some(sender) = unless_stopped(sender.connect(), stop).await else {
+            return Ok(());
+        };
         let mut received = 0u64;
         loop {
             match body.chunk().await {
@@ -328,12 +374,14 @@ async fn append_body(
                     // Dropping the sender without `End` discards what the
                     // other core wrote of this body.
                     limit.check(received)?;
-                    if sender.send(Piece::Bytes(bytes.to_vec())).await.is_err() {
-                        return Ok(());
+                    let piece = Piece::Bytes(bytes.to_vec());
+                    match unless_stopped(sender.send(piece), stop).await {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) | None => return Ok(()),
                     }
                 }
                 Ok(None) => {
-                    let _ = sender.send(Piece::End).await;
+                    let _ = unless_stopped(sender.send(Piece::End), stop).await;
                     return Ok(());
                 }
                 Err(error) => return Err(errors::body(error)),
@@ -351,6 +399,18 @@ async fn append_body(
             "upload body ended early".to_owned(),
         )
     })
+}
+
+/// Runs `work` unless `stop` fires first (`None` then).
+async fn unless_stopped<T>(
+    work: impl std::future::Future<Output = T>,
+    stop: &mut futures_channel::oneshot::Receiver<()>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(work.await) }, async {
+        let _ = stop.await;
+        None
+    })
+    .await
 }
 
 /// Streams a body into an upload whose shard is on this executor.
@@ -423,13 +483,11 @@ async fn finish(
         })
         .await?;
 
-    let (indexed, linked) = futures_lite::future::zip(
-        index_put_or_keep(registry, digest, location),
-        link(registry, name, digest, location.len()),
-    )
-    .await;
-    let kept = indexed?;
-    linked?;
+    // IMPORTANT: the index entry is durable before the link is written,
+    // so that a crash between the two can leave a blob unlinked but never
+    // a repository link to a blob the index does not have.
+    let kept = index_put_or_keep(registry, digest, location).await?;
+    link(registry, name, digest, location.len()).await?;
 
     // The registry already held these bytes: the index keeps the older
     // copy and the new one becomes dead space for compaction (dedupe).
@@ -461,9 +519,30 @@ async fn index_put_or_keep(
     registry
         .write_on(shard, move |shard, _| async move {
             if let Some(existing) = shard.index_get(&d) {
+                // The entry may be another upload's, not yet durable.
+                shard.settle().await?;
                 return Ok(Some(existing));
             }
             shard.index_put(&d, location).await.map(|()| None)
+        })
+        .await
+}
+
+/// Looks a digest up in the blob index; an entry found is durable
+/// before this returns.
+async fn index_get_settled(
+    registry: &Registry,
+    digest: &Digest,
+) -> Result<Option<BlobLocation>, OciError> {
+    let shard = registry.router().digest_shard(digest);
+    let d = *digest;
+    registry
+        .write_on(shard, move |shard, _| async move {
+            let found = shard.index_get(&d);
+            if found.is_some() {
+                shard.settle().await?;
+            }
+            Ok(found)
         })
         .await
 }

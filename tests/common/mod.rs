@@ -198,6 +198,15 @@ impl Server {
         request(self.addr, method, path, headers, body)
     }
 
+    /// The sum of an admin metric over all its label sets.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let text = request(self.admin, "GET", "/metrics", &[], b"").text();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// `GET` shorthand.
     pub fn get(&self, path: &str) -> HttpResponse {
         self.request("GET", path, &[], b"")
