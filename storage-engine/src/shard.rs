@@ -357,8 +357,29 @@ impl Shard {
     }
 
     /// Where the blob `digest` lives, if it is indexed here.
+    ///
+    /// NOTE: a change is visible here as soon as it is logged, up to one
+    /// group commit before it is durable. A caller that acknowledges
+    /// something on the strength of what it read calls [`Shard::settle`]
+    /// first.
     pub fn index_get(&self, digest: &Digest) -> Option<BlobLocation> {
         self.inner.state.borrow().index_get(digest)
+    }
+
+    /// Waits until every metadata change visible on this shard is
+    /// durable; returns at once when none is pending.
+    ///
+    /// A reader that found an entry and is about to acknowledge a client
+    /// because of it (a mount, a second upload of a blob already stored)
+    /// calls this first, so that a crash cannot take back what the
+    /// acknowledgement relied on.
+    pub async fn settle(&self) -> Result<()> {
+        self.inner.writable()?;
+        self.inner
+            .meta
+            .flush()
+            .await
+            .map_err(|cause| self.inner.poisoned_by(cause))
     }
 
     /// Removes the index entry; returns whether there was one.
