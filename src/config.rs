@@ -331,6 +331,42 @@ impl Config {
     }
 }
 
+/// Settings given on the `berth serve` command line. They win over the
+/// file, at start and again at every SIGHUP, so a reload compares like
+/// with like.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen` (repeatable); empty keeps the file's addresses.
+    pub listen: Vec<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--executors`.
+    pub executors: Option<usize>,
+}
+
+impl Overrides {
+    /// `config` with these settings put over it, validated again: an
+    /// address from the command line can clash with one from the file.
+    pub fn applied_to(&self, mut config: Config) -> Result<Config, ConfigError> {
+        if !self.listen.is_empty() {
+            config.server.listen.clone_from(&self.listen);
+        }
+        if let Some(admin) = self.admin_listen {
+            config.server.admin_listen = admin;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir.clone_from(dir);
+        }
+        if let Some(executors) = self.executors {
+            config.server.executors = executors;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 /// The changed keys between two configurations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
@@ -1050,6 +1086,42 @@ mod tests {
             ["http.max_manifest_bytes", "server.executors"]
         );
         assert!(old.reloadable_diff(&old).is_empty());
+    }
+
+    #[test]
+    fn reload_diff_leaves_out_what_the_command_line_overrides() {
+        let overrides = Overrides {
+            listen: vec!["127.0.0.1:6000".parse().unwrap()],
+            admin_listen: Some("127.0.0.1:6001".parse().unwrap()),
+            data_dir: Some(PathBuf::from("/srv/berth")),
+            executors: Some(3),
+        };
+        let file = "[server]\nlisten = [\"127.0.0.1:7000\"]\nexecutors = 1\n";
+        let load = |text: &str| {
+            let config = Config::from_toml_str(text, "t.toml").unwrap();
+            overrides.applied_to(config).unwrap()
+        };
+        let running = load(file);
+        assert_eq!(running.server.listen, overrides.listen);
+        assert_eq!(running.server.admin_listen.port(), 6001);
+        assert_eq!(running.storage.data_dir, PathBuf::from("/srv/berth"));
+        assert_eq!(running.server.executors, 3);
+
+        assert!(running.reloadable_diff(&load(file)).is_empty());
+        let changed = load(&format!("{file}[log]\nlevel = \"debug\"\n"));
+        let diff = running.reloadable_diff(&changed);
+        assert_eq!(diff.live, ["log.level"]);
+        assert!(diff.restart.is_empty(), "{diff:?}");
+    }
+
+    #[test]
+    fn overrides_that_clash_with_the_file_are_refused() {
+        let overrides = Overrides {
+            admin_listen: Some("127.0.0.1:5000".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let error = overrides.applied_to(Config::default()).unwrap_err();
+        assert_eq!(error.key(), "server.admin_listen");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use berth::config::Config;
+use berth::config::{Config, Overrides};
 
 /// A container image registry for bare-metal machines with NVMe disks.
 #[derive(Parser, Debug)]
@@ -67,27 +67,24 @@ fn main() -> ExitCode {
             executors,
         } => {
             let config_path = config;
-            let mut config = match load(config_path.as_ref()) {
+            let overrides = Overrides {
+                listen,
+                admin_listen,
+                data_dir,
+                executors,
+            };
+            let file = match load(config_path.as_ref()) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            if !listen.is_empty() {
-                config.server.listen = listen;
-            }
-            if let Some(admin) = admin_listen {
-                config.server.admin_listen = admin;
-            }
-            if let Some(dir) = data_dir {
-                config.storage.data_dir = dir;
-            }
-            if let Some(executors) = executors {
-                config.server.executors = executors;
-            }
-            if let Err(error) = config.validate() {
-                eprintln!("berth: {error}");
-                return ExitCode::from(2);
-            }
-            match berth::server::serve(config, config_path) {
+            let config = match overrides.applied_to(file) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("berth: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            match berth::server::serve(config, config_path, overrides) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("berth: {error}");

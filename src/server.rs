@@ -18,7 +18,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement, Shares};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::http::{self, Limits};
 use crate::logging;
 use crate::notify;
@@ -100,7 +100,14 @@ struct LiveSettings {
 }
 
 /// Runs the registry until SIGTERM or SIGINT.
-pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+///
+/// `config` already has `overrides` applied; a SIGHUP applies them again
+/// to the file it re-reads.
+pub fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> Result<(), ServeError> {
     // BERTH_LOG overrides the configured level, for a one-off debug run.
     let level = std::env::var("BERTH_LOG").unwrap_or_else(|_| config.log.level.clone());
     let log =
@@ -246,7 +253,11 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeEr
     let _ = notify::ready();
     let _ = notify::status(&format!("serving on {:?}", config.server.listen));
 
-    watch_signals(&signals, &control, &log, config_path.as_ref(), &config);
+    let source = ConfigSource {
+        path: config_path,
+        overrides,
+    };
+    watch_signals(&signals, &control, &log, &source, &config);
 
     let _ = notify::stopping();
     let _ = notify::status("draining");
@@ -498,13 +509,20 @@ async fn reclaim_dead_space(local: &Local) {
     }
 }
 
+/// Where a reload reads its config from: the file, with the command
+/// line's settings over it.
+struct ConfigSource {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+}
+
 /// Waits for signals on the main thread and acts on them; returns when
 /// the server must stop.
 fn watch_signals(
     signals: &SigSet,
     control: &Control,
     log: &logging::LogHandle,
-    path: Option<&PathBuf>,
+    source: &ConfigSource,
     config: &Config,
 ) {
     let watchdog = notify::watchdog_interval();
@@ -523,21 +541,25 @@ fn watch_signals(
                 control.shutdown.store(true, Ordering::SeqCst);
                 return;
             }
-            Some(Signal::SIGHUP) => reload(control, log, path, config),
+            Some(Signal::SIGHUP) => reload(control, log, source, config),
             _ => {}
         }
     }
 }
 
 /// SIGHUP: reads the config file again and applies what can change live.
-fn reload(control: &Control, log: &logging::LogHandle, path: Option<&PathBuf>, running: &Config) {
+fn reload(control: &Control, log: &logging::LogHandle, source: &ConfigSource, running: &Config) {
     let _ = notify::reloading();
-    let Some(path) = path else {
+    let Some(path) = &source.path else {
         tracing::info!("reload requested; no config file to read");
         let _ = notify::ready();
         return;
     };
-    match Config::load(path) {
+
+    // The running config has the command line's settings in it; the
+    // re-read file must too, or every overridden key reads as changed.
+    let reloaded = Config::load(path).and_then(|new| source.overrides.applied_to(new));
+    match reloaded {
         Ok(new) => {
             let diff = running.reloadable_diff(&new);
             if let Err(error) = log.set_level(&new.log.level) {

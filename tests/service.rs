@@ -148,6 +148,56 @@ fn sighup_changes_the_log_level_live() {
     }
 }
 
+/// Waits for the `config reloaded` line of the `nth` reload (from 1) in
+/// a server's stderr log and returns it.
+fn reload_line(log: &Path, nth: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap();
+        let line = text
+            .lines()
+            .filter(|l| l.contains("config reloaded"))
+            .nth(nth - 1);
+        if let Some(line) = line {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload {nth} not logged:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_keeps_command_line_overrides_out_of_the_diff() {
+    let temp = TempDir::new("overrides");
+    let config = temp.path().join("berth.toml");
+    let log = temp.path().join("stderr.log");
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").unwrap();
+
+    // The helper passes --listen, --admin-listen and --data-dir, which
+    // differ from the file's defaults for those keys.
+    let config_arg = config.display().to_string();
+    let server = Server::start_full(&["--config", &config_arg], &[], Some(log.clone()));
+    server.signal(SIGHUP);
+    let line = reload_line(&log, 1);
+    assert!(line.contains("live=[]"), "{line}");
+    assert!(line.contains("needs_restart=[]"), "{line}");
+
+    // A key the file does change is still named.
+    std::fs::write(
+        &config,
+        "[log]\nlevel = \"info\"\n[http]\nmax_headers = 64\n",
+    )
+    .unwrap();
+    server.signal(SIGHUP);
+    let line = reload_line(&log, 2);
+    assert!(line.contains("live=[\"http.max_headers\"]"), "{line}");
+    assert!(line.contains("needs_restart=[]"), "{line}");
+    assert_eq!(server.get("/v2/").status, 200);
+}
+
 #[test]
 fn metrics_and_health_on_the_admin_listener() {
     let server = Server::start();
