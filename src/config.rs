@@ -115,7 +115,8 @@ pub struct HttpConfig {
     pub max_manifest_bytes: usize,
     /// Time allowed to receive a whole request head.
     pub header_read_timeout_secs: u64,
-    /// Time allowed between two reads of a request body.
+    /// Time allowed between two reads of a request body, and for a
+    /// manifest body as a whole.
     pub body_read_timeout_secs: u64,
     /// Time a kept-alive connection may sit with no request.
     pub idle_timeout_secs: u64,

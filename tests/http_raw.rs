@@ -238,3 +238,96 @@ fn upload_body_over_the_limit_gets_413() {
     assert_eq!(response.error_code(), "SIZE_INVALID");
     assert_eq!(server.get(&format!("/v2/big/blobs/{digest}")).status, 404);
 }
+
+/// Starts berth with `config` as its config file.
+fn server_with_config(temp: &common::TempDir, config: &str) -> Server {
+    let path = temp.path().join("berth.toml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.display().to_string();
+    Server::start_with(&["--config", &path])
+}
+
+/// Sends a manifest PUT head for a body of `len` bytes.
+fn manifest_head(stream: &mut TcpStream, len: usize) {
+    let head = format!(
+        "PUT /v2/slow/manifests/latest HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+         Content-Length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_manifest_dribbled_past_the_body_timeout_gets_408() {
+    let temp = common::TempDir::new("dribble");
+    let server = server_with_config(&temp, "[http]\nbody_read_timeout_secs = 2\n");
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    manifest_head(&mut stream, 1000);
+
+    // One byte well within each read's timeout, never the whole body.
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 408"),
+        "after {:?}: {answer}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn manifests_held_past_the_per_core_budget_get_503() {
+    let temp = common::TempDir::new("budget");
+    let server = server_with_config(&temp, "[server]\nexecutors = 1\n");
+
+    // 64 pushes of almost the largest manifest, each one byte short.
+    let almost = 4 * 1024 * 1024 - 1;
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        manifest_head(&mut stream, almost + 1);
+        stream.write_all(&vec![b' '; almost]).unwrap();
+        held.push(stream);
+    }
+    // Let the server read what was sent.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let small = vec![b' '; 2048];
+    let headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
+    let path = "/v2/slow/manifests/latest";
+    let busy = common::request(server.addr, "PUT", path, &headers, &small);
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.error_code(), "TOOMANYREQUESTS");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+
+    // Once those connections go, their bytes are given back.
+    drop(held);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let response = common::request(server.addr, "PUT", path, &headers, &small);
+        if response.status == 400 {
+            assert_eq!(response.error_code(), "MANIFEST_INVALID");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", response.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -183,6 +183,11 @@ impl<'c> Body<'c> {
         self.state.framing != Framing::None
     }
 
+    /// How long one read of the body may wait for bytes.
+    pub fn read_timeout(&self) -> Duration {
+        self.state.read_timeout
+    }
+
     /// Body bytes handed out so far.
     pub fn bytes_read(&self) -> u64 {
         self.state.received

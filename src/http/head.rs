@@ -241,6 +241,11 @@ fn transfer_coding(request: &Request) -> Result<Framing, Reject> {
             "Transfer-Encoding does not end in chunked",
         ));
     }
+    // RFC 9112 6.1: chunked is applied at most once; twice is malformed.
+    let earlier = &codings[..codings.len() - 1];
+    if earlier.iter().any(|c| c.eq_ignore_ascii_case("chunked")) {
+        return Err(Reject::new(400, "Transfer-Encoding applies chunked twice"));
+    }
     if codings.len() > 1 {
         return Err(Reject::new(
             501,
@@ -349,6 +354,12 @@ mod tests {
             ),
             ("Transfer-Encoding: gzip, chunked\r\n", false, Err(501)),
             ("Transfer-Encoding: chunked, gzip\r\n", false, Err(400)),
+            ("Transfer-Encoding: chunked, chunked\r\n", false, Err(400)),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                false,
+                Err(400),
+            ),
             ("Transfer-Encoding: chunked\r\n", true, Err(400)),
             (
                 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",

@@ -82,6 +82,11 @@ pub(crate) fn body(error: BodyError) -> OciError {
             413,
             "request body is too large".to_owned(),
         ),
+        BodyError::Timeout => OciError::new(
+            ErrorCode::BlobUploadInvalid,
+            408,
+            format!("request body: {}", BodyError::Timeout),
+        ),
         other => OciError::new(
             ErrorCode::BlobUploadInvalid,
             400,

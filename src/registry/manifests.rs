@@ -2,6 +2,7 @@
 
 use berth_storage::{digest_of, DigestAlgorithm, ManifestLink};
 
+use super::budget::Held;
 use super::{errors, Registry};
 use crate::http::{Body, Request, Response, ResponseBody};
 use crate::oci::accept::accepts;
@@ -9,6 +10,81 @@ use crate::oci::errors::{ErrorCode, OciError};
 use crate::oci::manifest::parse_manifest;
 use crate::oci::name::validate_tag;
 use crate::oci::route::{query_params, Reference};
+
+/// Why a manifest body could not be read.
+enum ManifestRead {
+    /// This executor holds as many manifest bytes as it may: try again.
+    Busy(OciError),
+    /// The whole body did not arrive within the body read timeout.
+    TooSlow(OciError),
+    /// The body is too large, malformed or cut short.
+    Failed(OciError),
+}
+
+/// Reads a manifest body whole, holding its bytes against the executor's
+/// budget until the returned [`Held`] is dropped.
+///
+/// The whole body must arrive within the body read timeout, not only
+/// each piece of it, so that a client dribbling bytes cannot hold its
+/// share of the budget for long.
+async fn read_manifest(
+    registry: &Registry,
+    body: &mut Body<'_>,
+) -> Result<(Vec<u8>, Held), ManifestRead> {
+    let max = registry.settings().max_manifest_bytes;
+    let too_large = || {
+        ManifestRead::Failed(OciError::new(
+            ErrorCode::SizeInvalid,
+            413,
+            format!("manifest is larger than the {max} bytes this registry accepts"),
+        ))
+    };
+    let busy = || {
+        ManifestRead::Busy(OciError::new(
+            ErrorCode::TooManyRequests,
+            503,
+            "too many manifest pushes in flight on this core; retry shortly",
+        ))
+    };
+
+    let declared = body.content_length().unwrap_or(0);
+    if declared > max as u64 {
+        return Err(too_large());
+    }
+    // NOTE: bytes are held as they arrive, not as declared, so that a
+    // client cannot take the budget with a head alone.
+    let declared = declared as usize;
+    let mut held = registry.buffered().hold(0).ok_or_else(busy)?;
+
+    let within = body.read_timeout();
+    let read = async {
+        let mut bytes = Vec::with_capacity(declared);
+        loop {
+            let piece = match body.chunk().await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => return Ok(bytes),
+                Err(error) => return Err(ManifestRead::Failed(errors::body(error))),
+            };
+            if bytes.len() + piece.len() > max {
+                return Err(too_large());
+            }
+            if !held.grow_to(bytes.len() + piece.len()) {
+                return Err(busy());
+            }
+            bytes.extend_from_slice(piece);
+        }
+    };
+    let timeout = async {
+        glommio::timer::Timer::new(within).await;
+        Err(ManifestRead::TooSlow(OciError::new(
+            ErrorCode::ManifestInvalid,
+            408,
+            format!("the manifest did not arrive within {} s", within.as_secs()),
+        )))
+    };
+    let bytes = futures_lite::future::or(read, timeout).await?;
+    Ok((bytes, held))
+}
 
 /// `PUT` of a manifest by tag or by digest (spec: "Pushing manifests").
 ///
@@ -30,15 +106,17 @@ pub(super) async fn put(
             "a manifest needs Content-Length or chunked encoding",
         ));
     }
-    let max = registry.settings().max_manifest_bytes;
-    let bytes = body.read_to_vec(max).await.map_err(|error| match error {
-        crate::http::BodyError::TooLarge => OciError::new(
-            ErrorCode::SizeInvalid,
-            413,
-            format!("manifest is larger than the {max} bytes this registry accepts"),
-        ),
-        other => errors::body(other),
-    })?;
+    let (bytes, _held) = match read_manifest(registry, body).await {
+        Ok(read) => read,
+        Err(ManifestRead::Busy(error)) => {
+            return Ok(errors::into_response(error).header("Retry-After", "1"));
+        }
+        // The rest of a body that came too slowly is not waited for.
+        Err(ManifestRead::TooSlow(error)) => {
+            return Ok(errors::into_response(error).header("Connection", "close"));
+        }
+        Err(ManifestRead::Failed(error)) => return Err(error),
+    };
 
     let by_digest = reference.digest();
     let algorithm = by_digest

@@ -7,6 +7,7 @@
 //! status and an OCI error code.
 
 mod blobs;
+mod budget;
 mod errors;
 mod listing;
 mod manifests;
@@ -52,6 +53,7 @@ impl Default for RegistrySettings {
 pub struct Registry {
     router: Rc<Router>,
     settings: RegistrySettings,
+    buffered: budget::BufferBudget,
     observer: Option<Rc<dyn RequestObserver>>,
 }
 
@@ -69,9 +71,15 @@ pub trait RequestObserver {
 impl Registry {
     /// Builds the handler of one executor.
     pub fn new(router: Rc<Router>, settings: RegistrySettings) -> Self {
+        let buffered = budget::BufferBudget::new(
+            settings
+                .max_manifest_bytes
+                .saturating_mul(budget::BUFFERED_MANIFESTS_PER_CORE),
+        );
         Registry {
             router,
             settings,
+            buffered,
             observer: None,
         }
     }
@@ -90,6 +98,11 @@ impl Registry {
     /// The handler's settings.
     pub fn settings(&self) -> &RegistrySettings {
         &self.settings
+    }
+
+    /// This executor's budget for bodies held whole (manifests).
+    pub(crate) fn buffered(&self) -> &budget::BufferBudget {
+        &self.buffered
     }
 
     /// Reads from `shard` on its owning core; only the hop can fail.
