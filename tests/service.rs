@@ -400,15 +400,6 @@ fn segment_disk_bytes(data_dir: &std::path::Path) -> u64 {
     total
 }
 
-/// The sum of a metric over all its label sets.
-fn metric_sum(server: &Server, name: &str) -> f64 {
-    let text = request(server.admin, "GET", "/metrics", &[], b"").text();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn expired_uploads_give_their_disk_space_back() {
     let temp = TempDir::new("reclaim");
@@ -436,7 +427,7 @@ fn expired_uploads_give_their_disk_space_back() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let reclaimed = metric_sum(&server, "berth_storage_reclaimed_bytes_total");
+        let reclaimed = server.metric_sum("berth_storage_reclaimed_bytes_total");
         if reclaimed >= abandoned as f64 {
             break;
         }
@@ -447,7 +438,7 @@ fn expired_uploads_give_their_disk_space_back() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(server.get(&location).status, 404);
-    assert!(metric_sum(&server, "berth_storage_segments_deleted_total") >= 3.0);
+    assert!(server.metric_sum("berth_storage_segments_deleted_total") >= 3.0);
     let after = segment_disk_bytes(&server.data_dir);
     assert!(
         full - after >= (abandoned as u64) * 9 / 10,
