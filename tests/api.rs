@@ -118,13 +118,7 @@ fn streamed_patch_with_chunked_encoding() {
     let start = server.request("POST", "/v2/stream/blobs/uploads/", &[], b"");
     let location = start.header("location").unwrap().to_owned();
 
-    let mut chunked = Vec::new();
-    for piece in data.chunks(9000) {
-        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        chunked.extend_from_slice(piece);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = common::chunked_body(&data, 9000);
     let patch = server.request(
         "PATCH",
         &location,

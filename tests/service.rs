@@ -500,13 +500,7 @@ fn access_lines_count_the_bytes_that_crossed_the_wire() {
     assert_eq!(start.status, 202);
     let location = start.header("location").unwrap().to_owned();
     let data = payload(7, 300_000);
-    let mut chunked = Vec::new();
-    for piece in data.chunks(70_000) {
-        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        chunked.extend_from_slice(piece);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = common::chunked_body(&data, 70_000);
     let patch = server.request(
         "PATCH",
         &location,

@@ -342,6 +342,18 @@ pub fn request(
     }
 }
 
+/// `data` in the chunked transfer coding, in pieces of `piece_bytes`.
+pub fn chunked_body(data: &[u8], piece_bytes: usize) -> Vec<u8> {
+    let mut chunked = Vec::new();
+    for piece in data.chunks(piece_bytes) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    chunked
+}
+
 /// Writes raw bytes on a new connection and returns everything read back
 /// until the server closes it (or the timeout passes).
 pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
