@@ -44,7 +44,8 @@ pub struct ReclaimReport {
     pub segments_deleted: u64,
     /// Bytes of those segment files.
     pub bytes_deleted: u64,
-    /// Dead records still waiting for [`PUNCH_SETTLE`] to pass.
+    /// Dead records not punched yet: they died less than a second ago,
+    /// and writes may still be landing on them.
     pub records_waiting: u64,
 }
 
