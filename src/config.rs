@@ -330,6 +330,19 @@ impl Config {
         }
         diff
     }
+
+    /// What runs after a SIGHUP that read `new`: this config with the
+    /// keys in [`LIVE_KEYS`] taken from `new`, the others kept until a
+    /// restart. The next reload is compared against it.
+    pub fn with_live_keys_of(&self, new: &Config) -> Config {
+        let mut running = self.clone();
+        running.log.level.clone_from(&new.log.level);
+        let max_manifest_bytes = running.http.max_manifest_bytes;
+        running.http = new.http.clone();
+        running.http.max_manifest_bytes = max_manifest_bytes;
+        running.tls = new.tls.clone();
+        running
+    }
 }
 
 /// Settings given on the `berth serve` command line. They win over the
@@ -1113,6 +1126,28 @@ mod tests {
         let diff = running.reloadable_diff(&changed);
         assert_eq!(diff.live, ["log.level"]);
         assert!(diff.restart.is_empty(), "{diff:?}");
+    }
+
+    #[test]
+    fn after_a_reload_only_the_live_keys_have_moved() {
+        let old = Config::default();
+        let text = "[log]\nlevel = \"debug\"\n\
+            [http]\nmax_headers = 50\nmax_manifest_bytes = 8388608\n\
+            [uploads]\nexpiry_secs = 600\n";
+        let new = Config::from_toml_str(text, "t.toml").unwrap();
+        let running = old.with_live_keys_of(&new);
+
+        // Every live key now reads as the new file; every other key as
+        // before, so the next reload reports only what really changed.
+        let still_differs = running.reloadable_diff(&new);
+        assert!(still_differs.live.is_empty(), "{still_differs:?}");
+        assert_eq!(
+            still_differs.restart,
+            ["http.max_manifest_bytes", "uploads.expiry_secs"]
+        );
+        let moved = old.reloadable_diff(&running);
+        assert_eq!(moved.live, ["http.max_headers", "log.level"]);
+        assert!(moved.restart.is_empty(), "{moved:?}");
     }
 
     #[test]

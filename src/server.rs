@@ -527,6 +527,7 @@ fn watch_signals(
 ) {
     let watchdog = notify::watchdog_interval();
     let mut last_ping = Instant::now();
+    let mut running = config.clone();
     loop {
         if let Some(interval) = watchdog {
             if last_ping.elapsed() >= interval / 2 && executors_alive(control, interval) {
@@ -541,14 +542,20 @@ fn watch_signals(
                 control.shutdown.store(true, Ordering::SeqCst);
                 return;
             }
-            Some(Signal::SIGHUP) => reload(control, log, source, config),
+            Some(Signal::SIGHUP) => reload(control, log, source, &mut running),
             _ => {}
         }
     }
 }
 
 /// SIGHUP: reads the config file again and applies what can change live.
-fn reload(control: &Control, log: &logging::LogHandle, source: &ConfigSource, running: &Config) {
+/// `running` becomes what runs after it, for the next reload's diff.
+fn reload(
+    control: &Control,
+    log: &logging::LogHandle,
+    source: &ConfigSource,
+    running: &mut Config,
+) {
     let _ = notify::reloading();
     let Some(path) = &source.path else {
         tracing::info!("reload requested; no config file to read");
@@ -569,6 +576,7 @@ fn reload(control: &Control, log: &logging::LogHandle, source: &ConfigSource, ru
                 live.limits = limits_of(&new);
             }
             control.reload_generation.fetch_add(1, Ordering::SeqCst);
+            *running = running.with_live_keys_of(&new);
             tracing::info!(live = ?diff.live, needs_restart = ?diff.restart, "config reloaded");
         }
         Err(error) => tracing::error!(error = %error, "reload refused: config is invalid"),
