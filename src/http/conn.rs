@@ -74,8 +74,6 @@ pub struct Answer {
     pub bytes_out: u64,
     /// From the complete request head to the last byte of the response.
     pub took: Duration,
-    /// Whether the whole response reached the connection.
-    pub is_complete: bool,
 }
 
 /// What happened to a connection, as told to [`Handler::connection_event`].
@@ -208,7 +206,6 @@ pub(crate) async fn serve<H: Handler>(
                 bytes_in: state.bytes_received(),
                 bytes_out: written.body_bytes,
                 took: started.elapsed(),
-                is_complete: outcome.is_ok(),
             },
         );
         if outcome.is_err() {

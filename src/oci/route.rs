@@ -15,8 +15,8 @@ use std::borrow::Cow;
 use berth_storage::Digest;
 
 use super::digest::{looks_like_digest, parse_digest};
-use super::errors::{ErrorCode, OciError};
-use super::name::{validate_repository, validate_tag};
+use super::errors::OciError;
+use super::name::{is_valid_tag, validate_repository, validate_tag};
 
 /// The longest upload id accepted, in bytes.
 ///
@@ -285,14 +285,14 @@ fn check_shape(method: &str, shape: Route<String, String>) -> Result<Route, OciE
         Route::Catalog => Route::Catalog,
         Route::TagsList { name } => Route::TagsList { name },
         Route::Manifest { name, reference } => {
-            let is_push = method == "PUT";
-            let reference = match Reference::parse_owned(reference.clone()) {
-                Err(e) if !is_push && e.code == ErrorCode::ManifestInvalid => {
-                    return Err(OciError::manifest_unknown(&reference));
-                }
-                parsed => parsed?,
-            };
-            Route::Manifest { name, reference }
+            let is_tag_like = !looks_like_digest(&reference);
+            if method != "PUT" && is_tag_like && !is_valid_tag(&reference) {
+                return Err(OciError::manifest_unknown(&reference));
+            }
+            Route::Manifest {
+                name,
+                reference: Reference::parse_owned(reference)?,
+            }
         }
         Route::Blob { name, digest } => Route::Blob {
             name,
@@ -382,6 +382,7 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::errors::ErrorCode;
 
     const D: &str = "sha256:\
         6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b";

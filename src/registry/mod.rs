@@ -64,8 +64,15 @@ pub trait RequestObserver {
     /// Called when a connection opens, closes or is refused.
     fn connection(&self, event: crate::http::ConnectionEvent);
 
-    /// Called once per request, after its response was written.
-    fn observe(&self, request: &Request, route: &'static str, answer: &crate::http::Answer);
+    /// Called once per request, after its response was written, with
+    /// the route's label and the repository it named, if any.
+    fn observe(
+        &self,
+        request: &Request,
+        route: &'static str,
+        repository: Option<&str>,
+        answer: &crate::http::Answer,
+    );
 }
 
 impl Registry {
@@ -203,11 +210,16 @@ impl Handler for Registry {
         let Some(observer) = &self.observer else {
             return;
         };
-        let route_name = match route(req.method.as_str(), &req.path, &req.query) {
-            Ok(route) => route_label(&route),
-            Err(_) => "unknown",
-        };
-        observer.observe(req, route_name, answer);
+        let method = req.method.as_str();
+        match route(method, &req.path, &req.query) {
+            Ok(route) => observer.observe(req, route_label(&route), route.name(), answer),
+            // A bad query (a malformed `digest`) still names a repository.
+            Err(_) => {
+                let path_only = route(method, &req.path, "").ok();
+                let repository = path_only.as_ref().and_then(Route::name);
+                observer.observe(req, "unknown", repository, answer);
+            }
+        }
     }
 }
 

@@ -95,24 +95,33 @@ pub(super) async fn start(
 }
 
 /// Cancels an upload nobody can reach any more; a failure only leaves it
-/// to expire.
+/// to expire. One already committed is gone and needs nothing.
 async fn discard(registry: &Registry, upload: &UploadRef) {
+    match end_upload(registry, upload, UploadOutcome::Failed).await {
+        Ok(()) => {}
+        Err(error) if error.code == ErrorCode::BlobUploadUnknown => {}
+        Err(error) => {
+            tracing::warn!(upload = %upload.url_id(), error = %error.message, "failed upload left to expire");
+        }
+    }
+}
+
+/// Cancels `upload` on its shard, counting it as `outcome`.
+async fn end_upload(
+    registry: &Registry,
+    upload: &UploadRef,
+    outcome: UploadOutcome,
+) -> Result<(), OciError> {
     let id = upload.id;
-    let cancelled = registry
-        .read_on(upload.shard, move |shard, local| async move {
-            if shard.upload(&id).is_none() {
-                return Ok(());
-            }
+    registry
+        .write_on(upload.shard, move |shard, local| async move {
             let cancelled = shard.cancel_upload(&id).await;
             if cancelled.is_ok() {
-                local.metrics.upload_finished(UploadOutcome::Failed);
+                local.metrics.upload_finished(outcome);
             }
             cancelled
         })
-        .await;
-    if let Ok(Err(error)) = cancelled {
-        tracing::warn!(upload = %upload.url_id(), error = %error, "failed upload left to expire");
-    }
+        .await
 }
 
 /// `PATCH`: appends one chunk (or a streamed body) to an upload.
@@ -201,16 +210,7 @@ pub(super) async fn cancel(
     id: &str,
 ) -> Result<Response, OciError> {
     let upload = lookup(registry, name, id).await?;
-    let target = upload.id;
-    registry
-        .write_on(upload.shard, move |shard, local| async move {
-            let cancelled = shard.cancel_upload(&target).await;
-            if cancelled.is_ok() {
-                local.metrics.upload_finished(UploadOutcome::Cancelled);
-            }
-            cancelled
-        })
-        .await?;
+    end_upload(registry, &upload, UploadOutcome::Cancelled).await?;
     Ok(Response::new(204))
 }
 
@@ -254,6 +254,8 @@ async fn try_mount(
     digest: &Digest,
     from: Option<&str>,
 ) -> Result<Option<Response>, OciError> {
+    // An index entry found may still be on its way to the disk: the
+    // mount's 201 waits for it.
     let location = match from {
         Some(from) => {
             if validate_repository(from).is_err() {
@@ -261,17 +263,16 @@ async fn try_mount(
             }
             blobs::locate(registry, from, digest).await?
         }
-        None => blobs::index_get(registry, digest).await?,
+        None => index_get_settled(registry, digest).await?,
     };
     let Some(location) = location else {
         return Ok(None);
     };
 
-    // A mounted manifest stays a blob here: its bytes may not be in the
-    // blob index, so record them there before linking. An entry found
-    // there may still be on its way to the disk: the mount's 201 waits
-    // for it.
-    if index_get_settled(registry, digest).await?.is_none() {
+    // A manifest mounted from another repository stays a blob here: its
+    // bytes may not be in the blob index, so record them there before
+    // linking.
+    if from.is_some() && index_get_settled(registry, digest).await?.is_none() {
         index_put(registry, digest, location).await?;
     }
     link(registry, name, digest, location.len()).await?;

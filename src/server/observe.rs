@@ -35,13 +35,18 @@ impl RequestObserver for Observer {
         }
     }
 
-    fn observe(&self, request: &Request, route: &'static str, answer: &Answer) {
+    fn observe(
+        &self,
+        request: &Request,
+        route: &'static str,
+        repository: Option<&str>,
+        answer: &Answer,
+    ) {
         let Answer {
             status,
             bytes_in,
             bytes_out,
             took,
-            ..
         } = *answer;
         self.local.metrics.request(
             route,
@@ -55,10 +60,6 @@ impl RequestObserver for Observer {
         if self.access_log {
             let id = self.next_request.get();
             self.next_request.set(id + 1);
-            let repository = crate::oci::route::route(request.method.as_str(), &request.path, "")
-                .ok()
-                .and_then(|r| r.name().map(str::to_owned))
-                .unwrap_or_default();
             logging::access(
                 request.method.as_str(),
                 &request.path,
@@ -66,7 +67,7 @@ impl RequestObserver for Observer {
                 bytes_in,
                 bytes_out,
                 took,
-                &repository,
+                repository.unwrap_or_default(),
                 &request.peer,
                 &format!("{}-{id:x}", self.local.executor),
             );
