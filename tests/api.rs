@@ -601,3 +601,36 @@ fn everything_survives_a_restart() {
         serde_json::json!(["v1"])
     );
 }
+
+#[test]
+fn upload_framing_errors_are_blob_upload_invalid() {
+    let server = Server::start();
+    let start = server.request("POST", "/v2/framing/blobs/uploads/", &[], b"");
+    let location = start.header("location").unwrap().to_owned();
+
+    let mismatched = server.request("PATCH", &location, &[("Content-Range", "0-9")], b"12345");
+    assert_eq!(mismatched.status, 400);
+    assert_eq!(mismatched.error_code(), "BLOB_UPLOAD_INVALID");
+
+    let out_of_order = server.request("PATCH", &location, &[("Content-Range", "5-9")], b"12345");
+    assert_eq!(out_of_order.status, 416);
+    assert_eq!(out_of_order.error_code(), "BLOB_UPLOAD_INVALID");
+    assert_eq!(out_of_order.header("range"), Some("0-0"));
+}
+
+#[test]
+fn unknown_paths_methods_and_algorithms_are_unsupported() {
+    let server = Server::start();
+    let unknown = server.get("/v2/some/repo/elsewhere/x");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.error_code(), "UNSUPPORTED");
+
+    let wrong_method = server.request("POST", "/v2/some/repo/tags/list", &[], b"");
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.error_code(), "UNSUPPORTED");
+    assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"));
+
+    let md5 = server.get("/v2/some/repo/manifests/md5:0123456789abcdef0123456789abcdef");
+    assert_eq!(md5.status, 400);
+    assert_eq!(md5.error_code(), "UNSUPPORTED");
+}
